@@ -1,0 +1,65 @@
+"""The ``keepa-deals`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from keepa_deals.errors import KeepaDealsError
+
+POLICIES = ("governor", "legacy", "fifo")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulator.report import run_policies
+    from simulator.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    policies = list(POLICIES) if args.policy == "all" else [args.policy]
+    reports = run_policies(scenario, policies)
+    out = reports if args.policy == "all" else reports[args.policy]
+    json.dump(out, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _fake_keepa(args: argparse.Namespace) -> int:
+    from keepa_api.server import serve_from_cli
+
+    return serve_from_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keepa-deals", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="replay a scenario on a virtual clock; JSON report on stdout")
+    sim.add_argument("scenario", help="scenario JSON file (see bench/scenarios/)")
+    sim.add_argument("--policy", choices=(*POLICIES, "all"), default="governor")
+    sim.set_defaults(func=_simulate)
+
+    fake = sub.add_parser("fake-keepa", help="serve the embedded Keepa simulator over HTTP")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    fake.add_argument("--refill-per-minute", type=int, default=5)
+    fake.add_argument("--max-tokens", type=int, default=None, help="default 60 x refill")
+    fake.add_argument("--start-tokens", type=int, default=None, help="default: a full bucket")
+    fake.add_argument("--minute-seconds", type=float, default=60.0, help="length of a Keepa minute")
+    fake.add_argument("--seed", type=int, default=1)
+    fake.set_defaults(func=_fake_keepa)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeepaDealsError as exc:
+        print(f"keepa-deals: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
