@@ -1,0 +1,7 @@
+"""The pipeline steps, pure functions the actors and the simulator call.
+
+- :class:`pipeline.watermark.Watermark` -- the page-by-page ratchet of the deal feed scan;
+- :func:`pipeline.verdict.peek_verdict` -- is a candidate worth a commit?
+- :func:`pipeline.commit.commit_record` -- the stored, visible deal from a full product;
+- :func:`pipeline.cadence.upsert_interval_ms` -- how often the feed is worth reading on this plan.
+"""

@@ -1,0 +1,257 @@
+"""The simulation: one scenario, one policy, a virtual clock, the real pipeline steps.
+
+Events run in time order from a heap; at equal times Keepa's refill comes first, so a refill that
+overflows the cap while something waits is always seen. After every event the pipeline tops up its
+requests and asks the policy to decide; grants run the Keepa call at once and settle after
+``latency_ms``. Restarts (SIGKILL semantics) drop every call in flight: its tokens are spent, its
+answer is lost, and the grant message is redelivered after ``redelivery_ms``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass
+
+from governor.model import COMMIT, PEEK, UPSERT, Request
+from pipeline.cadence import scan_due
+from pipeline.commit import commit_record
+from pipeline.verdict import peek_verdict
+from simulator.feed import Feed
+from simulator.keepa_model import KeepaModel, Response
+from simulator.scenario import Scenario
+from simulator.stats import RunStats
+from storage.memory import MemoryStore
+
+MINUTE_MS = 60_000
+# event kinds, in the order they run at equal times
+REFILL, RESTART, SETTLE, RETRY, TICK, ROGUE, WAKE = range(7)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How the actors use the policy. ``cadence`` "adaptive" reads the feed as often as the plan
+    affords (see :mod:`pipeline.cadence`); "every_minute" is the old Celery beat schedule.
+    ``backfill_window`` bounds the peek requests outstanding at once (1 = the old sequential
+    backfiller); ``peek_first`` False is the old path that rejected by full fetch."""
+
+    cadence: str = "adaptive"
+    budget_fraction: float = 0.02
+    peek_first: bool = True
+    backfill_window: int = 16
+    latency_ms: int = 500
+    retry_ms: int = 5_000
+    redelivery_ms: int = 10_000
+
+
+@dataclass(slots=True)
+class Work:
+    kind: str
+    key: int          # page number, or deal index
+    attempt: int
+    requested_ms: int
+    scan: int = 0     # upsert only: which scan of the feed this page belongs to
+
+    @property
+    def request_id(self) -> str:
+        if self.kind == UPSERT:
+            return f"{self.kind}:{self.scan}.{self.key}:{self.attempt}"
+        return f"{self.kind}:{self.key}:{self.attempt}"
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, policy, pipeline: PipelineConfig | None = None):
+        self.sc = scenario
+        self.policy = policy
+        self.cfg = pipeline or PipelineConfig()
+        self.feed = Feed(scenario)
+        self.keepa = KeepaModel(scenario, self.feed)
+        known = (Feed.asin(i) for i, k in enumerate(self.feed.known) if k)
+        self.store = MemoryStore(known)
+        self.stats = RunStats(scenario.start_tokens)
+        self.now = 0
+        self.end = scenario.minutes * MINUTE_MS
+        self.events: list = []
+        self._seq = 0
+        self.waiting: dict[str, Work] = {}     # requested, not granted
+        self.running: dict[str, Work] = {}     # granted, answer not yet back
+        self._epoch = 0                        # bumps on every restart: older settles are void
+        self._wake_at: int | None = None
+        self.backfill_out = 0
+        self.scan_active = False
+        self.scans = 0
+        self.last_scan_ms: int | None = None
+
+    # -- event plumbing -------------------------------------------------------------------------
+    def _at(self, t: int, kind: int, payload=None) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (t, kind, self._seq, payload))
+
+    def run(self) -> dict:
+        started = time.perf_counter()
+        policy, keepa = self.policy, self.keepa
+        for minute in range(1, self.sc.minutes + 1):
+            self._at(minute * MINUTE_MS, REFILL)
+        if self.sc.rogue_tokens_per_minute:
+            for minute in range(self.sc.minutes):
+                self._at(minute * MINUTE_MS + 30_000, ROGUE)
+        if self.sc.restart_every_minutes:
+            for t in range(self.sc.restart_every_minutes, self.sc.minutes, self.sc.restart_every_minutes):
+                self._at(t * MINUTE_MS, RESTART)
+        self._at(0, TICK)
+        if not getattr(policy, "wants_token_sync", None):
+            policy.sync(keepa.token(0), 0)  # the governor's one free /token call at start
+        handlers = {REFILL: self._refill, RESTART: self._restart, SETTLE: self._settle, RETRY: self._retry,
+                    TICK: self._tick, ROGUE: self._rogue, WAKE: lambda _: None}
+        while self.events:
+            t, kind, _, payload = heapq.heappop(self.events)
+            if t > self.end:
+                break
+            self.now = t
+            handlers[kind](payload)
+            self._pump()
+        self.now = self.end
+        return self.stats.report(self, wall_s=time.perf_counter() - started)
+
+    # -- events ---------------------------------------------------------------------------------
+    def _refill(self, _) -> None:
+        credited, lost = self.keepa.bucket.refill_once()
+        self.stats.on_refill(lost, bool(self.waiting), self.keepa.bucket.balance)
+
+    def _rogue(self, _) -> None:
+        self.keepa.rogue(self.now)
+        self.stats.on_balance(self.keepa.bucket.balance)
+
+    def _restart(self, _) -> None:
+        self._epoch += 1
+        for work in self.running.values():
+            self._at(self.now + self.cfg.redelivery_ms, RETRY, ("redeliver", work, self._epoch))
+        self.stats.restarts += 1
+
+    def _tick(self, _) -> None:
+        if not self.scan_active:
+            if self.cfg.cadence == "adaptive":
+                rate = self.policy.rate or self.sc.schedule.rate_at(self.now // MINUTE_MS)
+                due = scan_due(now_ms=self.now, last_scan_ms=self.last_scan_ms, refill_per_minute=rate,
+                               page_cost=self.sc.deal_page_cost[1], budget_fraction=self.cfg.budget_fraction,
+                               balance=self.policy.balance, cap=self.policy.cap)
+            else:
+                due = True
+            if due:
+                self.scan_active = True
+                self.scans += 1
+                self.last_scan_ms = self.now
+                self._ask(Work(UPSERT, self.store.watermark.next_page, 0, self.now, self.scans))
+        self._at(self.now + MINUTE_MS, TICK)
+
+    def _retry(self, payload) -> None:
+        what, work, epoch = payload
+        if what == "redeliver":
+            if epoch == self._epoch and work.request_id in self.running:
+                self._call(work)  # the redelivered grant message runs the call again
+        else:
+            self._ask(work)
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    def _ask(self, work: Work) -> None:
+        work.requested_ms = self.now
+        req = Request(work.request_id, work.kind, 1, self.now)
+        self.waiting[req.id] = work
+        self.stats.on_request(work.kind)
+        rejection = self.policy.request(req, self.now)
+        if rejection is not None:
+            self.waiting.pop(req.id)
+            self.stats.on_reject(work.kind, rejection.reason)
+
+    def _pump(self) -> None:
+        policy, cfg, store = self.policy, self.cfg, self.store
+        while self.backfill_out < cfg.backfill_window:
+            asin = store.take_candidate()
+            if asin is None:
+                break
+            self.backfill_out += 1
+            self._ask(Work(PEEK if cfg.peek_first else COMMIT, Feed.index(asin), 0, self.now))
+        if getattr(policy, "wants_token_sync", None) and policy.wants_token_sync(self.now):
+            policy.sync(self.keepa.token(self.now), self.now)
+        decision = policy.decide(self.now)
+        for rejection in decision.rejections:
+            work = self.waiting.pop(rejection.request.id, None)
+            if work:
+                self.stats.on_reject(work.kind, rejection.reason)
+        for grant in decision.grants:
+            work = self.waiting.pop(grant.id)
+            self.running[grant.id] = work
+            self.stats.on_grant(work.kind, self.now - work.requested_ms, self.now)
+            self._call(work)
+        if self.waiting:
+            self.stats.on_waiting(self.now)
+        else:
+            self.stats.on_idle(self.now)
+        wake = decision.wake_at_ms
+        if wake is not None and wake > self.now and (self._wake_at is None or wake < self._wake_at
+                                                     or self._wake_at <= self.now):
+            self._wake_at = wake
+            self._at(wake, WAKE)
+
+    def _call(self, work: Work) -> None:
+        keepa, now = self.keepa, self.now
+        if work.kind == UPSERT:
+            response = keepa.deal_page(work.key, now)
+        elif work.kind == PEEK:
+            response = keepa.peek(work.key, now)
+        else:
+            response = keepa.commit(work.key, now)
+        self.stats.on_balance(keepa.bucket.balance)
+        self.stats.on_call(work.kind, response.envelope.tokens_consumed)
+        self._at(now + self.cfg.latency_ms, SETTLE, (work, response, self._epoch))
+
+    def _settle(self, payload) -> None:
+        work, response, epoch = payload
+        if epoch != self._epoch:
+            return  # the process that made this call was killed: its answer is lost
+        rid = work.request_id
+        if self.running.pop(rid, None) is None:
+            return
+        self.policy.settle(rid, response.envelope, self.now)
+        if response.status != 200:
+            self.stats.on_error(response.status)
+            retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan)
+            delay = response.envelope.refill_in_ms + 100 if response.status == 429 else self.cfg.retry_ms
+            self._at(self.now + delay, RETRY, ("ask", retry, self._epoch))
+            return
+        {UPSERT: self._on_page, PEEK: self._on_peek, COMMIT: self._on_commit}[work.kind](work, response)
+
+    def _on_page(self, work: Work, response: Response) -> None:
+        feed, store = self.feed, self.store
+        times = []
+        for index in response.payload:
+            deal_ms = feed.times[index]
+            times.append(deal_ms)
+            if store.upsert_deal(Feed.asin(index), deal_ms) and deal_ms >= 0:
+                self.stats.on_fresh(self.now - deal_ms)
+        watermark, more = store.watermark.advance(times)
+        store.advance_watermark(watermark)
+        if more:
+            self._ask(Work(UPSERT, watermark.next_page, 0, self.now, work.scan))
+        else:
+            self.scan_active = False
+
+    def _on_peek(self, work: Work, response: Response) -> None:
+        self.stats.asins_peeked += 1
+        verdict = peek_verdict(response.payload)
+        if verdict.viable:
+            self._ask(Work(COMMIT, work.key, 0, self.now))
+        else:
+            self.store.reject_candidate(Feed.asin(work.key), verdict.reason)
+            self.backfill_out -= 1
+
+    def _on_commit(self, work: Work, response: Response) -> None:
+        self.backfill_out -= 1
+        asin = Feed.asin(work.key)
+        verdict = peek_verdict(response.payload)
+        if not verdict.viable:  # the old path: a full fetch just to reject
+            self.store.reject_candidate(asin, verdict.reason)
+            return
+        record = commit_record(asin=asin, title=f"Synthetic product {asin}", stats=response.payload,
+                               offers=3, deal_time_ms=self.feed.times[work.key], now_ms=self.now)
+        self.store.store_deal(record)
