@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from keepa_api.tokens import Envelope
 from keepa_deals.errors import MalformedResponse
@@ -140,12 +140,15 @@ def _opt_str(value, path: str) -> str | None:
     return value
 
 
+@lru_cache(maxsize=65_536)      # feeds repeat minutes a lot; a hit costs a tenth of a conversion
 def keepa_minute_to_datetime(minute: int) -> datetime:
     return datetime.fromtimestamp((minute + KEEPA_MINUTE_OFFSET) * 60, tz=UTC)
 
 
-def _time(value, path: str) -> datetime:
-    return keepa_minute_to_datetime(_int(value, path, 0, MAX_KEEPA_MINUTE))
+def _time(value, path: str, field: str = "") -> datetime:
+    if type(value) is not int or not 0 <= value <= MAX_KEEPA_MINUTE:
+        raise _fail(_join(path, field), f"a Keepa minute in [0, {MAX_KEEPA_MINUTE}]", value)
+    return keepa_minute_to_datetime(value)
 
 
 def _asin(value, path: str) -> str:
@@ -160,6 +163,7 @@ def _asin(value, path: str) -> str:
 # Rows are checked to be lists first (``sum`` of a dict would add its keys). Anything the fast path
 # refuses goes through the slow path, which accepts ``null`` elements as -1 and names the bad index.
 _LIST_ONLY = {list}
+_EMPTY: list = []
 
 
 def _join(path: str, field: str) -> str:
@@ -201,16 +205,14 @@ def _int_rows(value, path: str, field: str = "") -> tuple[tuple[int, ...], ...]:
 
 def _image(value, path: str) -> str | None:
     """Keepa sends an image file name as an array of character codes."""
-    if value is None:
-        return None
     try:
         if type(value) is not list:
             raise TypeError
         name = bytes(value).decode("ascii")
     except (TypeError, ValueError):
-        raise _fail(path, "an array of ASCII character codes", value) from None
+        raise _fail(f"{path}.image", "an array of ASCII character codes", value) from None
     if not name.isprintable():
-        raise _fail(path, "a printable file name", name)
+        raise _fail(f"{path}.image", "a printable file name", name)
     return name
 
 
@@ -249,30 +251,48 @@ def _dated_values(value, path: str) -> tuple[tuple[datetime, int] | None, ...]:
 
 
 # -- objects ----------------------------------------------------------------------------------------
+def _fast_arrays(arrays: list, grids: list) -> bool:
+    """One C-level check that every 1-D array and every row of every 2-D array holds only ints."""
+    try:
+        if set(map(type, arrays)) != _LIST_ONLY or set(map(type, grids)) != _LIST_ONLY:
+            return False
+        rows = [row for grid in grids for row in grid]
+        rows += arrays
+        return set(map(type, rows)) == _LIST_ONLY and type(sum(map(sum, rows))) is int
+    except TypeError:
+        return False
+
+
 def decode_deal(obj, path: str = "deal") -> Deal:
     if type(obj) is not dict:
         raise _fail(path, "an object", obj)
     get = obj.get
     asin, title, root, last, created = (
         get("asin"), get("title"), get("rootCat"), get("lastUpdate"), get("creationDate"))
+    current, categories = get("current", 0), get("categories", _EMPTY)
+    delta, percent, avg = get("delta", _EMPTY), get("deltaPercent", _EMPTY), get("avg", _EMPTY)
     if type(asin) is not str or not _ASIN.fullmatch(asin):
         _asin(asin, f"{path}.asin")
     if title is not None and type(title) is not str:
         _opt_str(title, f"{path}.title")
+    if _fast_arrays([current, categories], [delta, percent, avg]):
+        current, categories = tuple(current), tuple(categories)
+        delta, percent, avg = tuple(map(tuple, delta)), tuple(map(tuple, percent)), tuple(map(tuple, avg))
+    else:
+        current = _ints(current, path, "current")      # required: a missing one (0) fails here
+        categories = _ints(categories, path, "categories")
+        delta = _int_rows(delta, path, "delta")
+        percent = _int_rows(percent, path, "deltaPercent")
+        avg = _int_rows(avg, path, "avg")
+    if root is None:
+        root = NO_DATA
+    elif type(root) is not int:
+        _int(root, f"{path}.rootCat")
+    image = get("image")
     return Deal(
-        asin=asin,
-        title=title,
-        root_category=NO_DATA if root is None else _int(root, f"{path}.rootCat"),
-        categories=_ints(get("categories"), path, "categories"),
-        current=_ints(get("current", 0), path, "current"),   # required: a missing one fails here
-        delta=_int_rows(get("delta"), path, "delta"),
-        delta_percent=_int_rows(get("deltaPercent"), path, "deltaPercent"),
-        avg=_int_rows(get("avg"), path, "avg"),
-        last_update=_time(last, f"{path}.lastUpdate") if type(last) is not int
-        or not 0 <= last <= MAX_KEEPA_MINUTE else keepa_minute_to_datetime(last),
-        creation_date=_time(created, f"{path}.creationDate") if type(created) is not int
-        or not 0 <= created <= MAX_KEEPA_MINUTE else keepa_minute_to_datetime(created),
-        image=_image(get("image"), f"{path}.image"),
+        asin, title, root, categories, current, delta, percent, avg,
+        _time(last, path, "lastUpdate"), _time(created, path, "creationDate"),
+        None if image is None else _image(image, path),
     )
 
 
