@@ -109,6 +109,13 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError)):   # the client gave up (timeout)
+            log.debug("client %s went away: %s", client_address[0], type(exc).__name__)
+        else:
+            log.error("fake Keepa connection error", exc_info=exc)
+
 
 class FakeKeepa:
     """Start/stop the embedded Keepa server in-process. Keyword arguments go to KeepaService."""
