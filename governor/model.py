@@ -31,9 +31,15 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
+    """A granted request. ``balance_before`` and ``alone`` (no other call in flight) let the
+    settle compare Keepa's numbers with the model's exactly when that comparison is meaningful."""
+
     request: Request
     estimate: int
     granted_ms: int
+    balance_before: float = 0
+    alone: bool = False
+    refill_due_ms: int = 0
 
     @property
     def id(self) -> str:

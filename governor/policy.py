@@ -55,6 +55,8 @@ class Governor:
             high_setting=cfg.recharge_high, timeout_ms=cfg.recharge_timeout_ms,
         )
         self.external_tokens = 0
+        self.learned_cap = 10**12  # lowered when Keepa shows a smaller cap than 60 x rate
+        self._cap_candidate: int | None = None
         self.lost_at_cap_while_waiting = 0
         self.tokens_by_class = dict.fromkeys(CLASSES, 0)
         self.grants_by_class = dict.fromkeys(CLASSES, 0)
@@ -91,12 +93,25 @@ class Governor:
         self._remember(grant_id)
         if envelope.timestamp_ms >= self.last_sync_ms:
             self._advance(envelope.timestamp_ms)
-            if not self.reserved:
-                drift = self.balance - envelope.tokens_left
-                if drift > 0:
-                    self.external_tokens += drift
+            if grant.alone and envelope.timestamp_ms < grant.refill_due_ms:
+                self._explain_drift(grant, envelope)
             self.sync(envelope, now_ms)
         return True
+
+    def _explain_drift(self, grant: Grant, envelope: Envelope) -> None:
+        """Keepa's balance before this call is lower than the model's: either something outside
+        the governor spent tokens, or the plan's cap is lower than 60 x rate and refills overflowed.
+        A cap shows as the same ceiling twice in a row; anything else is external spending."""
+        before_call = envelope.tokens_left + envelope.tokens_consumed
+        drift = grant.balance_before - before_call
+        if drift <= 0:
+            return
+        if before_call == self._cap_candidate and before_call < self.cap:
+            self.learned_cap = before_call
+            self.cap = before_call
+        else:
+            self._cap_candidate = before_call
+            self.external_tokens += drift
 
     def sync(self, envelope: Envelope, now_ms: int) -> None:
         """Take Keepa's envelope as the truth (stale envelopes are ignored)."""
@@ -106,7 +121,10 @@ class Governor:
         self.synced = True
         self.last_sync_ms = envelope.timestamp_ms
         self.rate = envelope.refill_rate
-        self.cap = self.cfg.max_tokens or CAP_MINUTES * envelope.refill_rate
+        cap = self.cfg.max_tokens or CAP_MINUTES * envelope.refill_rate
+        if envelope.tokens_left > self.learned_cap:
+            self.learned_cap = envelope.tokens_left
+        self.cap = min(cap, self.learned_cap)
         self.balance = envelope.tokens_left - self.reserved
         self.next_refill_ms = envelope.timestamp_ms + (envelope.refill_in_ms or self.cfg.period_ms)
         if self.cfg.recharge == "auto":
@@ -165,7 +183,7 @@ class Governor:
         self.reserved += estimate
         if cls == PEEK:
             self.peeks_in_flight += 1
-        grant = Grant(req, estimate, now_ms)
+        grant = Grant(req, estimate, now_ms, self.balance + estimate, not self.in_flight, self.next_refill_ms)
         self.in_flight[req.id] = grant
         self.grants_by_class[cls] += 1
         self.last_grant_ms = now_ms

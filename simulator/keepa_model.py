@@ -46,11 +46,13 @@ class KeepaModel:
         cost = low if low == high else self._rng.randint(low, high)
         return self._answer(cost, now_ms, self.feed.page(page, now_ms))
 
-    def peek(self, index: int, now_ms: int) -> Response:
-        return self._answer(self.feed.peek_cost[index], now_ms, self.feed.stats(index))
+    def peek(self, indexes: tuple, now_ms: int) -> Response:
+        cost = sum(self.feed.peek_cost[i] for i in indexes)
+        return self._answer(cost, now_ms, [self.feed.stats(i) for i in indexes])
 
-    def commit(self, index: int, now_ms: int) -> Response:
-        return self._answer(self.feed.commit_cost[index], now_ms, self.feed.stats(index))
+    def commit(self, indexes: tuple, now_ms: int) -> Response:
+        cost = sum(self.feed.commit_cost[i] for i in indexes)
+        return self._answer(cost, now_ms, [self.feed.stats(i) for i in indexes])
 
     def token(self, now_ms: int) -> Envelope:
         self.token_status_calls += 1

@@ -8,24 +8,28 @@ from governor.policy import Governor
 from simulator.run import PipelineConfig, Simulation
 from simulator.scenario import Scenario
 
-#: The old system's pipeline: Celery beat ran the upserter every minute; the backfiller took one
-#: ASIN at a time (batch size 1 on low plans), peek first (2026-02-07).
-LEGACY_PIPELINE = PipelineConfig(cadence="every_minute", backfill_window=1)
+
+def legacy_pipeline(scenario: Scenario) -> PipelineConfig:
+    """The old system's pipeline: Celery beat ran the upserter every minute; one backfiller worked
+    through candidates sequentially, peek first (2026-02-07), 1 ASIN a call below 10 tokens a
+    minute and 5 above (2026-02-04, 2026-02-05)."""
+    low_plan = scenario.schedule.rate_at(0) < 10
+    return PipelineConfig(cadence="every_minute", backfill_window=1, backfill_batch=1 if low_plan else 5)
 
 
-def make(policy: str):
+def make(policy: str, scenario: Scenario):
     """The policy object and the pipeline it runs with."""
     if policy == "governor":
         return Governor(), PipelineConfig()
     if policy == "fifo":
         return FifoPolicy(), PipelineConfig()
     if policy == "legacy":
-        return LegacyPolicy(), LEGACY_PIPELINE
+        return LegacyPolicy(), legacy_pipeline(scenario)
     raise ValueError(f"unknown policy {policy!r}: choose governor, legacy, fifo or all")
 
 
 def simulate(scenario: Scenario, policy: str = "governor") -> dict:
-    obj, pipeline = make(policy)
+    obj, pipeline = make(policy, scenario)
     return Simulation(scenario, obj, pipeline).run()
 
 

@@ -42,21 +42,31 @@ class PipelineConfig:
     latency_ms: int = 500
     retry_ms: int = 5_000
     redelivery_ms: int = 10_000
+    # historical variants of the old system (seeds): keep the defaults for anything current
+    backfill_batch: int = 1          # ASINs per backfill call (the old chunks of 5 or 20)
+    memory_batch: int = 0            # commits held in memory until this many are done (0: durable)
+    ratchet: bool = True             # False: an "incomplete" scan never moves the watermark
+    upsert_cost: int | None = None   # the old upserter reserved its product fetches too
 
 
 @dataclass(slots=True)
 class Work:
     kind: str
-    key: int          # page number, or deal index
+    key: int          # page number, or deal index (the first one of a batch)
     attempt: int
     requested_ms: int
     scan: int = 0     # upsert only: which scan of the feed this page belongs to
+    batch: tuple = () # backfill batches: every deal index in the call
 
     @property
     def request_id(self) -> str:
         if self.kind == UPSERT:
             return f"{self.kind}:{self.scan}.{self.key}:{self.attempt}"
         return f"{self.kind}:{self.key}:{self.attempt}"
+
+    @property
+    def keys(self) -> tuple:
+        return self.batch or (self.key,)
 
 
 class Simulation:
@@ -80,6 +90,9 @@ class Simulation:
         self.backfill_out = 0
         self.scan_active = False
         self.scans = 0
+        self.memory: list[int] = []
+        self._records: dict = {}
+        self.scan_dirty = False
         self.last_scan_ms: int | None = None
 
     # -- event plumbing -------------------------------------------------------------------------
@@ -127,6 +140,11 @@ class Simulation:
         for work in self.running.values():
             self._at(self.now + self.cfg.redelivery_ms, RETRY, ("redeliver", work, self._epoch))
         self.stats.restarts += 1
+        for index in self.memory:  # the old in-memory batch: paid for, never stored
+            self.store.return_candidate(Feed.asin(index))
+        self.stats.lost_in_memory += len(self.memory)
+        self.memory.clear()
+        self.scan_dirty = False
 
     def _tick(self, _) -> None:
         if not self.scan_active:
@@ -134,7 +152,8 @@ class Simulation:
                 rate = self.policy.rate or self.sc.schedule.rate_at(self.now // MINUTE_MS)
                 due = scan_due(now_ms=self.now, last_scan_ms=self.last_scan_ms, refill_per_minute=rate,
                                page_cost=self.sc.deal_page_cost[1], budget_fraction=self.cfg.budget_fraction,
-                               balance=self.policy.balance, cap=self.policy.cap)
+                               balance=self.policy.balance, cap=self.policy.cap,
+                               work_pending=bool(self.waiting or self.store.candidates))
             else:
                 due = True
             if due:
@@ -155,7 +174,8 @@ class Simulation:
     # -- the pipeline ---------------------------------------------------------------------------
     def _ask(self, work: Work) -> None:
         work.requested_ms = self.now
-        req = Request(work.request_id, work.kind, 1, self.now)
+        cost = self.cfg.upsert_cost if work.kind == UPSERT else None
+        req = Request(work.request_id, work.kind, len(work.keys), self.now, cost)
         self.waiting[req.id] = work
         self.stats.on_request(work.kind)
         rejection = self.policy.request(req, self.now)
@@ -165,12 +185,13 @@ class Simulation:
 
     def _pump(self) -> None:
         policy, cfg, store = self.policy, self.cfg, self.store
-        while self.backfill_out < cfg.backfill_window:
-            asin = store.take_candidate()
-            if asin is None:
-                break
+        while self.backfill_out < cfg.backfill_window and store.candidates:
+            batch = []
+            while len(batch) < cfg.backfill_batch and store.candidates:
+                batch.append(Feed.index(store.take_candidate()))
             self.backfill_out += 1
-            self._ask(Work(PEEK if cfg.peek_first else COMMIT, Feed.index(asin), 0, self.now))
+            kind = PEEK if cfg.peek_first else COMMIT
+            self._ask(Work(kind, batch[0], 0, self.now, batch=tuple(batch) if len(batch) > 1 else ()))
         if getattr(policy, "wants_token_sync", None) and policy.wants_token_sync(self.now):
             policy.sync(self.keepa.token(self.now), self.now)
         decision = policy.decide(self.now)
@@ -198,9 +219,9 @@ class Simulation:
         if work.kind == UPSERT:
             response = keepa.deal_page(work.key, now)
         elif work.kind == PEEK:
-            response = keepa.peek(work.key, now)
+            response = keepa.peek(work.keys, now)
         else:
-            response = keepa.commit(work.key, now)
+            response = keepa.commit(work.keys, now)
         self.stats.on_balance(keepa.bucket.balance)
         self.stats.on_call(work.kind, response.envelope.tokens_consumed)
         self._at(now + self.cfg.latency_ms, SETTLE, (work, response, self._epoch))
@@ -215,7 +236,7 @@ class Simulation:
         self.policy.settle(rid, response.envelope, self.now)
         if response.status != 200:
             self.stats.on_error(response.status)
-            retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan)
+            retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan, work.batch)
             delay = response.envelope.refill_in_ms + 100 if response.status == 429 else self.cfg.retry_ms
             self._at(self.now + delay, RETRY, ("ask", retry, self._epoch))
             return
@@ -230,6 +251,14 @@ class Simulation:
             if store.upsert_deal(Feed.asin(index), deal_ms) and deal_ms >= 0:
                 self.stats.on_fresh(self.now - deal_ms)
         watermark, more = store.watermark.advance(times)
+        if not self.cfg.ratchet:
+            # the old rule: a run interrupted by the token limit is "incomplete" and may not
+            # move the watermark; the next run starts again at page 0
+            self.scan_dirty = self.scan_dirty or self.now - work.requested_ms > self.cfg.latency_ms
+            if self.scan_dirty:
+                self.scan_dirty, self.scan_active = False, False
+                store.advance_watermark(type(watermark)(mark_ms=store.watermark.mark_ms))
+                return
         store.advance_watermark(watermark)
         if more:
             self._ask(Work(UPSERT, watermark.next_page, 0, self.now, work.scan))
@@ -237,21 +266,33 @@ class Simulation:
             self.scan_active = False
 
     def _on_peek(self, work: Work, response: Response) -> None:
-        self.stats.asins_peeked += 1
-        verdict = peek_verdict(response.payload)
-        if verdict.viable:
-            self._ask(Work(COMMIT, work.key, 0, self.now))
-        else:
-            self.store.reject_candidate(Feed.asin(work.key), verdict.reason)
-            self.backfill_out -= 1
+        self.backfill_out -= 1
+        for index, stats in zip(work.keys, response.payload, strict=True):
+            self.stats.asins_peeked += 1
+            verdict = peek_verdict(stats)
+            if verdict.viable:
+                self.backfill_out += 1
+                self._ask(Work(COMMIT, index, 0, self.now))
+            else:
+                self.store.reject_candidate(Feed.asin(index), verdict.reason)
 
     def _on_commit(self, work: Work, response: Response) -> None:
         self.backfill_out -= 1
-        asin = Feed.asin(work.key)
-        verdict = peek_verdict(response.payload)
-        if not verdict.viable:  # the old path: a full fetch just to reject
-            self.store.reject_candidate(asin, verdict.reason)
-            return
-        record = commit_record(asin=asin, title=f"Synthetic product {asin}", stats=response.payload,
-                               offers=3, deal_time_ms=self.feed.times[work.key], now_ms=self.now)
-        self.store.store_deal(record)
+        for index, stats in zip(work.keys, response.payload, strict=True):
+            asin = Feed.asin(index)
+            self.stats.asins_committed += 1
+            verdict = peek_verdict(stats)
+            if not verdict.viable:  # the old path: a full fetch just to reject
+                self.store.reject_candidate(asin, verdict.reason)
+                continue
+            record = commit_record(asin=asin, title=f"Synthetic product {asin}", stats=stats,
+                                   offers=3, deal_time_ms=self.feed.times[index], now_ms=self.now)
+            if self.cfg.memory_batch:
+                self.memory.append(index)
+                self._records[index] = record
+                if len(self.memory) >= self.cfg.memory_batch:
+                    for held in self.memory:
+                        self.store.store_deal(self._records.pop(held))
+                    self.memory.clear()
+            else:
+                self.store.store_deal(record)

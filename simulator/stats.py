@@ -26,6 +26,8 @@ class RunStats:
         self.min_balance = start_tokens
         self.fresh_ms: list[int] = []
         self.asins_peeked = 0
+        self.asins_committed = 0
+        self.lost_in_memory = 0
         self.errors: dict[int, int] = {}
         self.restarts = 0
         self._stall_from: int | None = None
@@ -102,6 +104,7 @@ class RunStats:
             "final_balance": bucket.balance,
             "deals_seen": sim.store.deals_stored(),
             "asins_peeked": self.asins_peeked,
+            "asins_committed": self.asins_committed,
             "deals_ingested": sim.store.deals_ingested(),
             "by_class": by_class,
             "longest_stall_minutes": round(self.longest_stall_ms / 60_000, 2),
@@ -111,6 +114,7 @@ class RunStats:
             "http_429s": keepa.http_429s,
             "http_500s": keepa.http_500s,
             "restarts": self.restarts,
+            "commits_lost_in_memory": self.lost_in_memory,
             "rogue_tokens_spent": keepa.rogue_spent,
             "largest_granted_cost": max((max(c) for c in (sim.feed.commit_cost, sim.feed.peek_cost) if c),
                                         default=0),
