@@ -34,6 +34,7 @@ MAX_BODY_BYTES = 1 << 20
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"           # keep-alive, so clients reuse connections
     server_version = "FakeKeepa/1"
+    disable_nagle_algorithm = True           # else Nagle + delayed ACK stall every response ~40 ms
     service: KeepaService                    # set on a subclass per server
 
     def log_message(self, format, *args):    # noqa: A002 - the stdlib's signature
@@ -45,8 +46,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._headers_buffer.append(b"\r\n" + body)    # headers and body in one send
+        self.flush_headers()
         log.debug("%s %s -> %s", self.command, urlsplit(self.path).path, status)
 
     def _read_body(self) -> bytes:

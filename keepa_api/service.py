@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 
 from keepa_api.catalogue import PRICE_TYPES, Catalogue
 from keepa_api.tokens import CAP_MINUTES, REFILL_PERIOD_MS, Envelope, TokenBucket
@@ -85,6 +86,12 @@ class KeepaService:
         self.requests_total: dict[str, int] = {}
         self._rogue_minutes_done = 0
         self._page_cache: dict[tuple[int, int], bytes] = {}
+        self._product_json = lru_cache(maxsize=20_000)(self._make_product_json)
+
+    def _make_product_json(self, asin: str, stats: int, history: int, offers: int, stock: int) -> bytes:
+        product = self.catalogue.product(asin, stats_days=stats, history=bool(history), offers=offers,
+                                         stock=bool(stock))
+        return json.dumps(product, separators=(",", ":")).encode()
 
     # -- time ------------------------------------------------------------------------------------
     def _elapsed_real_ms(self) -> float:
@@ -174,9 +181,10 @@ class KeepaService:
             found = min(self.catalogue.offers_found(asin), offers)
             cost += (max(1, 6 * math.ceil(found / 10)) + 2 * stock) if offers else 1
             cost += rating
-        products = lambda env, _m: self._body({"products": [  # noqa: E731
-            self.catalogue.product(a, stats_days=stats, history=bool(history), offers=offers,
-                                   stock=bool(stock)) for a in items]}, env)
+        def products(env: Envelope, _minutes: float) -> bytes:
+            rows = b",".join(self._product_json(a, stats, history, offers, stock) for a in items)
+            return b'{"products":[' + rows + b"]," + self._body({}, env)[1:]
+
         return cost, products
 
     def _deal_selection(self, params: dict[str, str]) -> int:
