@@ -15,6 +15,7 @@ from pipeline.watermark import PAGE_SIZE
 from simulator.scenario import Scenario
 
 BACKLOG_SPAN_MS = 12 * 3_600_000
+_ASIN = "B{:09d}"
 
 
 class Feed:
@@ -43,7 +44,7 @@ class Feed:
 
     @staticmethod
     def asin(index: int) -> str:
-        return f"B{index:09d}"
+        return _ASIN.format(index)
 
     @staticmethod
     def index(asin: str) -> int:

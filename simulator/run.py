@@ -33,9 +33,10 @@ class PipelineConfig:
     """How the actors use the policy. ``cadence`` "adaptive" reads the feed as often as the plan
     affords (see :mod:`pipeline.cadence`); "every_minute" is the old Celery beat schedule.
     ``backfill_window`` bounds the peek requests outstanding at once (1 = the old sequential
-    backfiller); ``peek_first`` False is the old path that rejected by full fetch."""
+    backfiller); ``peek_first`` False is the old path that rejected by full fetch. A number as
+    ``cadence`` starts a scan every that many minutes."""
 
-    cadence: str = "adaptive"
+    cadence: str | int = "adaptive"
     budget_fraction: float = 0.02
     peek_first: bool = True
     backfill_window: int = 16
@@ -43,7 +44,8 @@ class PipelineConfig:
     retry_ms: int = 5_000
     redelivery_ms: int = 10_000
     # historical variants of the old system (seeds): keep the defaults for anything current
-    backfill_batch: int = 1          # ASINs per backfill call (the old chunks of 5 or 20)
+    backfill_batch: int = 0          # ASINs per first-stage call; 0 = one per 100 tokens a minute
+                                     # (1 on low plans, at most 100: Keepa's limit per /product call)
     memory_batch: int = 0            # commits held in memory until this many are done (0: durable)
     ratchet: bool = True             # False: an "incomplete" scan never moves the watermark
     upsert_cost: int | None = None   # the old upserter reserved its product fetches too
@@ -57,6 +59,7 @@ class Work:
     requested_ms: int
     scan: int = 0     # upsert only: which scan of the feed this page belongs to
     batch: tuple = () # backfill batches: every deal index in the call
+    rid: str = ""     # the request id, fixed when the work is asked for
 
     @property
     def request_id(self) -> str:
@@ -87,6 +90,7 @@ class Simulation:
         self.running: dict[str, Work] = {}     # granted, answer not yet back
         self._epoch = 0                        # bumps on every restart: older settles are void
         self._wake_at: int | None = None
+        self._polls_token = hasattr(policy, "wants_token_sync")
         self.backfill_out = 0
         self.scan_active = False
         self.scans = 0
@@ -112,7 +116,7 @@ class Simulation:
             for t in range(self.sc.restart_every_minutes, self.sc.minutes, self.sc.restart_every_minutes):
                 self._at(t * MINUTE_MS, RESTART)
         self._at(0, TICK)
-        if not getattr(policy, "wants_token_sync", None):
+        if not self._polls_token:
             policy.sync(keepa.token(0), 0)  # the governor's one free /token call at start
         handlers = {REFILL: self._refill, RESTART: self._restart, SETTLE: self._settle, RETRY: self._retry,
                     TICK: self._tick, ROGUE: self._rogue, WAKE: lambda _: None}
@@ -154,8 +158,10 @@ class Simulation:
                                page_cost=self.sc.deal_page_cost[1], budget_fraction=self.cfg.budget_fraction,
                                balance=self.policy.balance, cap=self.policy.cap,
                                work_pending=bool(self.waiting or self.store.candidates))
-            else:
+            elif self.cfg.cadence == "every_minute":
                 due = True
+            else:
+                due = self.last_scan_ms is None or self.now - self.last_scan_ms >= self.cfg.cadence * MINUTE_MS
             if due:
                 self.scan_active = True
                 self.scans += 1
@@ -166,7 +172,7 @@ class Simulation:
     def _retry(self, payload) -> None:
         what, work, epoch = payload
         if what == "redeliver":
-            if epoch == self._epoch and work.request_id in self.running:
+            if epoch == self._epoch and work.rid in self.running:
                 self._call(work)  # the redelivered grant message runs the call again
         else:
             self._ask(work)
@@ -174,31 +180,47 @@ class Simulation:
     # -- the pipeline ---------------------------------------------------------------------------
     def _ask(self, work: Work) -> None:
         work.requested_ms = self.now
+        work.rid = work.request_id
         cost = self.cfg.upsert_cost if work.kind == UPSERT else None
-        req = Request(work.request_id, work.kind, len(work.keys), self.now, cost)
+        req = Request(work.rid, work.kind, len(work.batch) or 1, self.now, cost)
         self.waiting[req.id] = work
         self.stats.on_request(work.kind)
         rejection = self.policy.request(req, self.now)
         if rejection is not None:
-            self.waiting.pop(req.id)
-            self.stats.on_reject(work.kind, rejection.reason)
+            self._rejected(self.waiting.pop(req.id), rejection.reason)
+
+    def _rejected(self, work: Work, reason: str) -> None:
+        """A request that can never be granted: split a batch into single calls; a single ASIN
+        too expensive for the bucket is set aside with the reason (nothing is silently lost)."""
+        self.stats.on_reject(work.kind, reason)
+        if work.kind == UPSERT:
+            self.scan_active = False
+            return
+        self.backfill_out -= 1
+        if len(work.keys) > 1:
+            for index in work.keys:
+                self.backfill_out += 1
+                self._ask(Work(work.kind, index, 0, self.now))
+        else:
+            self.store.reject_candidate(Feed.asin(work.key), reason)
 
     def _pump(self) -> None:
         policy, cfg, store = self.policy, self.cfg, self.store
+        size = cfg.backfill_batch or max(1, min(100, int(policy.rate) // 100))
         while self.backfill_out < cfg.backfill_window and store.candidates:
             batch = []
-            while len(batch) < cfg.backfill_batch and store.candidates:
+            while len(batch) < size and store.candidates:
                 batch.append(Feed.index(store.take_candidate()))
             self.backfill_out += 1
             kind = PEEK if cfg.peek_first else COMMIT
             self._ask(Work(kind, batch[0], 0, self.now, batch=tuple(batch) if len(batch) > 1 else ()))
-        if getattr(policy, "wants_token_sync", None) and policy.wants_token_sync(self.now):
+        if self._polls_token and policy.wants_token_sync(self.now):
             policy.sync(self.keepa.token(self.now), self.now)
         decision = policy.decide(self.now)
         for rejection in decision.rejections:
             work = self.waiting.pop(rejection.request.id, None)
             if work:
-                self.stats.on_reject(work.kind, rejection.reason)
+                self._rejected(work, rejection.reason)
         for grant in decision.grants:
             work = self.waiting.pop(grant.id)
             self.running[grant.id] = work
@@ -230,7 +252,7 @@ class Simulation:
         work, response, epoch = payload
         if epoch != self._epoch:
             return  # the process that made this call was killed: its answer is lost
-        rid = work.request_id
+        rid = work.rid
         if self.running.pop(rid, None) is None:
             return
         self.policy.settle(rid, response.envelope, self.now)
@@ -251,14 +273,12 @@ class Simulation:
             if store.upsert_deal(Feed.asin(index), deal_ms) and deal_ms >= 0:
                 self.stats.on_fresh(self.now - deal_ms)
         watermark, more = store.watermark.advance(times)
-        if not self.cfg.ratchet:
-            # the old rule: a run interrupted by the token limit is "incomplete" and may not
-            # move the watermark; the next run starts again at page 0
-            self.scan_dirty = self.scan_dirty or self.now - work.requested_ms > self.cfg.latency_ms
-            if self.scan_dirty:
-                self.scan_dirty, self.scan_active = False, False
-                store.advance_watermark(type(watermark)(mark_ms=store.watermark.mark_ms))
-                return
+        if not self.cfg.ratchet and store.candidates:
+            # the old rule: a run that could not process every deal it found is "incomplete" and
+            # may not move the watermark; the next run starts again at page 0
+            self.scan_active = False
+            store.advance_watermark(type(watermark)(mark_ms=store.watermark.mark_ms))
+            return
         store.advance_watermark(watermark)
         if more:
             self._ask(Work(UPSERT, watermark.next_page, 0, self.now, work.scan))

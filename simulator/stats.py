@@ -69,6 +69,21 @@ class RunStats:
     def on_error(self, status: int) -> None:
         self.errors[status] = self.errors.get(status, 0) + 1
 
+    def health(self, sim) -> str:
+        """One line an operator can act on: "ok", or what is wrong in numbers."""
+        calls = sum(self.grants.values())
+        errors = sum(self.errors.values())
+        ingested = sim.store.deals_ingested()
+        if calls and errors * 2 > calls:
+            worst = max(self.errors, key=self.errors.get)
+            return (f"failing: {errors} of {calls} calls answered with an error "
+                    f"(mostly HTTP {worst}); {ingested} deals ingested")
+        pending = sum(self.requests.values()) - calls - sum(len(r) for r in self.rejections.values())
+        if ingested == 0 and (pending > 0 or sim.store.candidates):
+            return (f"stalled: {pending} requests waiting, {len(sim.store.candidates)} candidates queued, "
+                    f"0 deals ingested in {sim.sc.minutes} minutes")
+        return "ok"
+
     def _close_stall(self, now_ms: int) -> None:
         if self._stall_from is not None:
             self.longest_stall_ms = max(self.longest_stall_ms, now_ms - self._stall_from)
@@ -89,6 +104,7 @@ class RunStats:
                 "wait_p50_s": round(percentile(waits, 50) / 1000, 3),
                 "wait_p99_s": round(percentile(waits, 99) / 1000, 3),
                 "wait_max_s": round(max(waits, default=0) / 1000, 3),
+                "wait_total_s": round(sum(waits) / 1000, 1),
                 "rejected": len(self.rejections[cls]),
             }
         return {
@@ -119,5 +135,6 @@ class RunStats:
             "largest_granted_cost": max((max(c) for c in (sim.feed.commit_cost, sim.feed.peek_cost) if c),
                                         default=0),
             "rejections": sorted({r for reasons in self.rejections.values() for r in reasons})[:5],
+            "health": self.health(sim),
             "wall_seconds": round(wall_s, 3),
         }
