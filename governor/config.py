@@ -34,6 +34,9 @@ class GovernorConfig:
     recharge_exempt: tuple = (UPSERT,)
     period_ms: int = MINUTE_MS
     remember_done: int = 65_536
+    remember_ms: int = 60 * MINUTE_MS
+    hold_grace_ms: int = 5_000
+    hold_calls: int = 10
 
     def __post_init__(self):
         if set(self.weights) != set(CLASSES) or any(w <= 0 for w in self.weights.values()):

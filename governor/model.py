@@ -13,7 +13,11 @@ class Request:
     """A wish to make one Keepa call. ``units`` is pages (upsert) or ASINs (peek, commit).
 
     ``cost`` overrides the governor's learned estimate (used by comparison policies whose
-    tasks reserve whole batches); the governor itself grants by what it learned.
+    tasks reserve whole batches); the governor itself grants by what it learned. ``continues``
+    says the actor will most likely ask again in the same class as soon as this call returns (the
+    next page of a feed scan): the governor then holds that much back from the other classes for
+    a short grace period, so a scan is not stretched over many refills by calls granted between
+    its pages.
     """
 
     id: str
@@ -21,6 +25,7 @@ class Request:
     units: int = 1
     created_ms: int = 0
     cost: int | None = None
+    continues: bool = False
 
     def __post_init__(self):
         if self.cls not in CLASSES:

@@ -13,7 +13,11 @@ grant now and when to call it again. Rules, in the order they apply:
 4. Recharge mode (see :mod:`governor.recharge`) holds back every class not exempted.
 5. Backpressure: peek is granted only while fewer than ``peek_buffer`` viable candidates (commits
    pending plus peeks in flight) wait, so no token buys a peek whose commit cannot follow.
-6. Among classes still eligible, the highest-priority one (upsert > commit > peek) with positive
+6. After a call marked ``continues`` is granted, other classes must leave ``hold_calls`` more such
+   calls' worth (at most a tenth of the bucket) until the follow-up comes (or ``hold_grace_ms``
+   after the call settles without one), so a feed scan reads page after page instead of one page
+   a refill while peeks and commits take everything in between.
+7. Among classes still eligible, the highest-priority one (upsert > commit > peek) with positive
    credit wins. Credit accrues on each refill to classes with pending work, by weight, so every
    waiting class earns its share; when no eligible class has credit the highest-priority eligible
    one borrows (free: work-conserving, no debt), so idle share is lent, never wasted.
@@ -47,7 +51,7 @@ class Governor:
         self.reserved = 0
         self.peeks_in_flight = 0
         self._pending_ids: set[str] = set()
-        self._done: OrderedDict[str, None] = OrderedDict()
+        self._done: OrderedDict[str, int] = OrderedDict()
         self._late_rejections: list[Rejection] = []
         self.costs = CostBook(cfg.initial_unit_cost, cfg.cost_window)
         self.recharge = Recharge(
@@ -61,6 +65,9 @@ class Governor:
         self.tokens_by_class = dict.fromkeys(CLASSES, 0)
         self.grants_by_class = dict.fromkeys(CLASSES, 0)
         self.last_grant_ms: int | None = None
+        self.hold_cls: str | None = None
+        self.hold_tokens = 0
+        self.hold_until_ms: int | None = None
 
     # -- messages -------------------------------------------------------------------------------
     def request(self, req: Request, now_ms: int) -> Rejection | None:
@@ -70,7 +77,7 @@ class Governor:
         if self.synced:
             rejection = self._impossible(req)
             if rejection:
-                self._remember(req.id)
+                self._remember(req.id, now_ms)
                 return rejection
         self.queues[req.cls].append(req)
         self._pending_ids.add(req.id)
@@ -90,7 +97,9 @@ class Governor:
             self.costs.learn(cls, units, consumed)
         self.tokens_by_class[cls] += consumed
         self.balance += grant.estimate - consumed
-        self._remember(grant_id)
+        self._remember(grant_id, now_ms)
+        if grant.request.continues and self.hold_cls == cls and self.hold_until_ms is None:
+            self.hold_until_ms = now_ms + self.cfg.hold_grace_ms
         if envelope.timestamp_ms >= self.last_sync_ms:
             self._advance(envelope.timestamp_ms)
             if grant.alone and envelope.timestamp_ms < grant.refill_due_ms:
@@ -130,7 +139,7 @@ class Governor:
         if self.cfg.recharge == "auto":
             self.recharge.enabled = self.rate < self.cfg.recharge_below_rate
         if first:
-            self._reject_impossible_queued()
+            self._reject_impossible_queued(now_ms)
         self._advance(now_ms)
 
     # -- the decision ---------------------------------------------------------------------------
@@ -141,6 +150,8 @@ class Governor:
         if not self.synced:
             return decision
         self._advance(now_ms)
+        if self.hold_until_ms is not None and now_ms >= self.hold_until_ms:
+            self.hold_cls, self.hold_tokens, self.hold_until_ms = None, 0, None
         self.recharge.update(self.balance, self.cap, self.rate, now_ms)
         floor, grants = self.cfg.floor, decision.grants
         while self.balance > floor:
@@ -169,6 +180,9 @@ class Governor:
     def _eligible(self, cls: str) -> bool:
         if self.recharge.active and cls not in self.cfg.recharge_exempt:
             return False
+        if (self.hold_cls is not None and cls != self.hold_cls
+                and self.balance - self.estimate(self.queues[cls][0]) - self.hold_tokens <= self.cfg.floor):
+            return False  # the held class's next calls must find a positive balance
         if cls == PEEK:
             return len(self.queues[COMMIT]) + self.peeks_in_flight < self.cfg.peek_buffer
         return True
@@ -184,6 +198,11 @@ class Governor:
         if cls == PEEK:
             self.peeks_in_flight += 1
         grant = Grant(req, estimate, now_ms, self.balance + estimate, not self.in_flight, self.next_refill_ms)
+        if req.continues:
+            reserve = min(estimate * self.cfg.hold_calls, self.cap // 10)
+            self.hold_cls, self.hold_tokens, self.hold_until_ms = cls, reserve, None
+        elif self.hold_cls == cls:
+            self.hold_cls, self.hold_tokens, self.hold_until_ms = None, 0, None
         self.in_flight[req.id] = grant
         self.grants_by_class[cls] += 1
         self.last_grant_ms = now_ms
@@ -226,23 +245,26 @@ class Governor:
             ))
         return None
 
-    def _reject_impossible_queued(self) -> None:
+    def _reject_impossible_queued(self, now_ms: int) -> None:
         for cls in CLASSES:
             keep = deque()
             for req in self.queues[cls]:
                 rejection = self._impossible(req)
                 if rejection:
                     self._pending_ids.discard(req.id)
-                    self._remember(req.id)
+                    self._remember(req.id, now_ms)
                     self._late_rejections.append(rejection)
                 else:
                     keep.append(req)
             self.queues[cls] = keep
 
-    def _remember(self, request_id: str) -> None:
+    def _remember(self, request_id: str, now_ms: int) -> None:
+        """Remember a finished id for ``remember_ms`` (redeliveries come within minutes) and at
+        most ``remember_done`` of them, so memory follows the traffic, not the time run."""
         done = self._done
-        done[request_id] = None
-        if len(done) > self.cfg.remember_done:
+        done[request_id] = now_ms
+        horizon = now_ms - self.cfg.remember_ms
+        while done and (len(done) > self.cfg.remember_done or next(iter(done.values())) < horizon):
             done.popitem(last=False)
 
     # -- views ----------------------------------------------------------------------------------

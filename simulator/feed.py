@@ -16,6 +16,7 @@ from simulator.scenario import Scenario
 
 BACKLOG_SPAN_MS = 12 * 3_600_000
 _ASIN = "B{:09d}"
+KEEPA_DEAL_LIMIT = 10_000
 
 
 class Feed:
@@ -54,11 +55,15 @@ class Feed:
         return bisect_right(self.times, now_ms)
 
     def page(self, page: int, now_ms: int) -> list[int]:
-        """Deal indexes on ``page`` at ``now_ms``, newest first (noise inside the page)."""
+        """Deal indexes on ``page`` at ``now_ms``, newest first (noise inside the page). Like Keepa,
+        only the newest 10,000 deals can be paged to."""
+        if page * PAGE_SIZE >= KEEPA_DEAL_LIMIT:
+            return []
         top = self.visible(now_ms) - page * PAGE_SIZE
         if top <= 0:
             return []
-        indexes = list(range(top - 1, max(-1, top - 1 - PAGE_SIZE), -1))
+        size = min(PAGE_SIZE, KEEPA_DEAL_LIMIT - page * PAGE_SIZE)
+        indexes = list(range(top - 1, max(-1, top - 1 - size), -1))
         if self.order_noise and len(indexes) > 1:
             rng = random.Random(self.seed * 1_000_003 + page * 7919 + now_ms)
             for i in range(len(indexes)):

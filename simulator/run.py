@@ -182,7 +182,7 @@ class Simulation:
         work.requested_ms = self.now
         work.rid = work.request_id
         cost = self.cfg.upsert_cost if work.kind == UPSERT else None
-        req = Request(work.rid, work.kind, len(work.batch) or 1, self.now, cost)
+        req = Request(work.rid, work.kind, len(work.batch) or 1, self.now, cost, continues=work.kind == UPSERT)
         self.waiting[req.id] = work
         self.stats.on_request(work.kind)
         rejection = self.policy.request(req, self.now)
