@@ -53,8 +53,8 @@ def scenario_table() -> None:
         cells = []
         for name in POLICIES:
             ingested = reports[name]["deals_ingested"]
-            ratio = f"{ingested / bound:.2f}" if bound else "  - "
-            cells.append(f"{ingested:>9} ({ratio})")
+            ratio = f"{ingested / bound:.3f}" if bound else "  - "
+            cells.append(f"{ingested:>8} ({ratio})")
         gov = reports["governor"]
         floor_ok = gov["min_balance"] >= min(-gov["largest_granted_cost"], scenario.start_tokens)
         print(f"{scenario.name[:24]:24} {bound:>7} | " + " | ".join(cells)

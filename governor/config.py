@@ -24,6 +24,9 @@ class GovernorConfig:
     max_tokens: int | None = None
     weights: dict = field(default_factory=lambda: {UPSERT: 2, COMMIT: 5, PEEK: 3})
     initial_unit_cost: dict = field(default_factory=lambda: {UPSERT: 5, COMMIT: 20, PEEK: 1})
+    # the most one unit can cost (DESIGN.md section 2): a page 5; a peek 1, +1 rating, +1 update;
+    # a commit 6 per 10 offers found (offers up to 50) + 2 stock
+    max_unit_cost: dict = field(default_factory=lambda: {UPSERT: 5, COMMIT: 32, PEEK: 3})
     cost_window: int = 32
     peek_buffer: int = 8
     recharge: str = "auto"

@@ -19,7 +19,8 @@ class FifoPolicy(Governor):
     name = "fifo"
 
     def __init__(self, config: GovernorConfig | None = None):
-        super().__init__(config or GovernorConfig(recharge="off"))
+        naive = GovernorConfig(recharge="off")
+        super().__init__(config or GovernorConfig(recharge="off", max_unit_cost=naive.initial_unit_cost))
         self.order: deque[Request] = deque()
 
     def request(self, req: Request, now_ms: int) -> Rejection | None:

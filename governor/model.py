@@ -45,6 +45,7 @@ class Grant:
     balance_before: float = 0
     alone: bool = False
     refill_due_ms: int = 0
+    uncertainty: int = 0
 
     @property
     def id(self) -> str:

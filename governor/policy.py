@@ -5,9 +5,11 @@ Each message is a method call: :meth:`Governor.request` (an actor wants to make 
 (an envelope with no grant, e.g. the free ``/token`` at start). :meth:`Governor.decide` says what to
 grant now and when to call it again. Rules, in the order they apply:
 
-1. Never grant before the first envelope, nor while the modelled balance is at or below ``floor``
-   (Keepa refuses calls at a balance <= 0). Grants reserve their estimated cost at once, so the
-   balance can fall at most one call's cost below the floor.
+1. Never grant before the first envelope, nor while the modelled balance, less what the calls in
+   flight could cost beyond their estimates, is at or below ``floor`` (Keepa refuses calls at a
+   balance <= 0). Grants reserve their estimated cost at once, so the balance can fall at most one
+   call's cost below the floor, and Keepa never refuses a granted call it priced within the
+   documented maximum.
 2. A request whose estimate exceeds the bucket is rejected at once, naming cost and bucket size.
 3. If the next refill would overflow the cap while anything waits, grant first (rules 4-5 yield).
 4. Recharge mode (see :mod:`governor.recharge`) holds back every class not exempted.
@@ -53,7 +55,8 @@ class Governor:
         self._pending_ids: set[str] = set()
         self._done: OrderedDict[str, int] = OrderedDict()
         self._late_rejections: list[Rejection] = []
-        self.costs = CostBook(cfg.initial_unit_cost, cfg.cost_window)
+        self.costs = CostBook(cfg.initial_unit_cost, cfg.cost_window, cfg.max_unit_cost)
+        self.uncertain = 0  # what the calls in flight could cost beyond their estimates
         self.recharge = Recharge(
             enabled=cfg.recharge == "on", low=cfg.recharge_low,
             high_setting=cfg.recharge_high, timeout_ms=cfg.recharge_timeout_ms,
@@ -90,6 +93,7 @@ class Governor:
             return False
         cls, units = grant.request.cls, grant.request.units
         self.reserved -= grant.estimate
+        self.uncertain -= grant.uncertainty
         if cls == PEEK:
             self.peeks_in_flight -= 1
         consumed = envelope.tokens_consumed
@@ -154,7 +158,7 @@ class Governor:
             self.hold_cls, self.hold_tokens, self.hold_until_ms = None, 0, None
         self.recharge.update(self.balance, self.cap, self.rate, now_ms)
         floor, grants = self.cfg.floor, decision.grants
-        while self.balance > floor:
+        while self.balance - self.uncertain > floor:
             cls = self._pick(overflow=self.balance + self.rate > self.cap)
             if cls is None:
                 break
@@ -197,7 +201,10 @@ class Governor:
         self.reserved += estimate
         if cls == PEEK:
             self.peeks_in_flight += 1
-        grant = Grant(req, estimate, now_ms, self.balance + estimate, not self.in_flight, self.next_refill_ms)
+        uncertainty = 0 if req.cost is not None else self.costs.uncertainty(cls, req.units, estimate)
+        self.uncertain += uncertainty
+        grant = Grant(req, estimate, now_ms, self.balance + estimate, not self.in_flight, self.next_refill_ms,
+                      uncertainty)
         if req.continues:
             reserve = min(estimate * self.cfg.hold_calls, self.cap // 10)
             self.hold_cls, self.hold_tokens, self.hold_until_ms = cls, reserve, None

@@ -65,6 +65,8 @@ class Work:
     def request_id(self) -> str:
         if self.kind == UPSERT:
             return f"{self.kind}:{self.scan}.{self.key}:{self.attempt}"
+        if self.batch:
+            return f"{self.kind}:{self.key}x{len(self.batch)}:{self.attempt}"
         return f"{self.kind}:{self.key}:{self.attempt}"
 
     @property
