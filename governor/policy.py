@@ -62,6 +62,7 @@ class Governor:
             high_setting=cfg.recharge_high, timeout_ms=cfg.recharge_timeout_ms,
         )
         self.external_tokens = 0
+        self.rejections_total = 0
         self.learned_cap = 10**12  # lowered when Keepa shows a smaller cap than 60 x rate
         self._cap_candidate: int | None = None
         self.lost_at_cap_while_waiting = 0
@@ -81,6 +82,7 @@ class Governor:
             rejection = self._impossible(req)
             if rejection:
                 self._remember(req.id, now_ms)
+                self.rejections_total += 1
                 return rejection
         self.queues[req.cls].append(req)
         self._pending_ids.add(req.id)
@@ -260,6 +262,7 @@ class Governor:
                 if rejection:
                     self._pending_ids.discard(req.id)
                     self._remember(req.id, now_ms)
+                    self.rejections_total += 1
                     self._late_rejections.append(rejection)
                 else:
                     keep.append(req)
