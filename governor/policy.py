@@ -128,6 +128,19 @@ class Governor:
             self._cap_candidate = before_call
             self.external_tokens += drift
 
+    def release(self, grant_id: str, now_ms: int) -> bool:
+        """A granted call ended with no envelope (timeout, reset): Keepa may or may not have charged
+        it, so its reservation stays spent until the next envelope says otherwise."""
+        grant = self.in_flight.pop(grant_id, None)
+        if grant is None:
+            return False
+        self.reserved -= grant.estimate
+        self.uncertain -= grant.uncertainty
+        if grant.request.cls == PEEK:
+            self.peeks_in_flight -= 1
+        self._remember(grant_id, now_ms)
+        return True
+
     def sync(self, envelope: Envelope, now_ms: int) -> None:
         """Take Keepa's envelope as the truth (stale envelopes are ignored)."""
         if envelope.timestamp_ms < self.last_sync_ms:
