@@ -24,6 +24,9 @@ from simulator.scenario import load_scenario
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 POLICIES = ("governor", "legacy", "fifo")
+#: the governor with recharge (burst) mode off: shows what the default burst mode costs at a
+#: fixed horizon (tokens it holds at the end of the run), side by side
+NO_RECHARGE = "gov-no-recharge"
 
 
 def _books(report: dict) -> bool:
@@ -41,7 +44,8 @@ def _bounds_met(report: dict, scenario) -> bool:
 
 
 def scenario_table() -> None:
-    print(f"{'scenario':24} {'bound':>7} | " + " | ".join(f"{p:>17}" for p in POLICIES)
+    columns = (*POLICIES, NO_RECHARGE)
+    print(f"{'scenario':24} {'bound':>7} | " + " | ".join(f"{p:>17}" for p in columns)
           + " | gov: lost-waiting books min-bal waits<=bound final-bal wall-s")
     for path in sorted(glob.glob(str(SCENARIOS / "*.json"))):
         scenario = load_scenario(path)
@@ -50,8 +54,10 @@ def scenario_table() -> None:
         for name in POLICIES:
             policy, pipeline = make(name, scenario)
             reports[name] = Simulation(scenario, policy, pipeline).run()
+        _, pipeline = make("governor", scenario)
+        reports[NO_RECHARGE] = Simulation(scenario, Governor(GovernorConfig(recharge="off")), pipeline).run()
         cells = []
-        for name in POLICIES:
+        for name in columns:
             ingested = reports[name]["deals_ingested"]
             ratio = f"{ingested / bound:.3f}" if bound else "  - "
             cells.append(f"{ingested:>8} ({ratio})")

@@ -30,6 +30,52 @@ def _fake_keepa(args: argparse.Namespace) -> int:
     return serve_from_cli(args)
 
 
+def _settings():
+    import logging
+
+    from keepa_deals.settings import load_settings
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _role(args: argparse.Namespace) -> int:
+    from actors import processes
+
+    settings = _settings()
+    if args.command == "governor":
+        return processes.run_governor(settings)
+    if args.command == "worker":
+        return processes.run_worker(settings, args.threads)
+    return processes.run_scheduler(settings)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from metrics.exporter import serve
+
+    return serve(_settings())
+
+
+def _status(args: argparse.Namespace) -> int:
+    from keepa_deals.status import main as status_main
+
+    return status_main(_settings(), args.json)
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    from actors.processes import supervise
+
+    _settings()
+    return supervise(args.role)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from keepa_deals.stack import up
+
+    return up()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keepa-deals", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--minute-seconds", type=float, default=60.0, help="length of a Keepa minute")
     fake.add_argument("--seed", type=int, default=1)
     fake.set_defaults(func=_fake_keepa)
+
+    sub.add_parser("governor", help="the governor process (queue governor, one thread)").set_defaults(func=_role)
+    worker = sub.add_parser("worker", help="upsert, peek and commit actors")
+    worker.add_argument("--threads", type=int, default=8)
+    worker.set_defaults(func=_role)
+    sub.add_parser("scheduler", help="periodic triggers (exactly one)").set_defaults(func=_role)
+    sub.add_parser("metrics", help="serve /metrics on METRICS_HOST:METRICS_PORT").set_defaults(func=_metrics)
+    status = sub.add_parser("status", help="balance, recharge, why each class waits, deals")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+    sup = sub.add_parser("supervise", help="run a role and restart it if it dies unasked")
+    sup.add_argument("role", nargs=argparse.REMAINDER)
+    sup.set_defaults(func=_supervise)
+    sub.add_parser("up", help="the whole stack on the embedded default (what make run runs)").set_defaults(func=_up)
     return parser
 
 

@@ -40,9 +40,10 @@ def _url(env: dict, name: str, schemes: tuple[str, ...]) -> str:
     raw = env.get(name, DEFAULTS[name]).strip()
     parsed = urlparse(raw)
     if parsed.scheme not in schemes:
-        raise ConfigError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}, got {parsed.scheme or raw!r}")
-    if parsed.scheme != "sqlite" and not parsed.hostname:
-        raise ConfigError(f"{name} must name a host, got {raw!r}")
+        wanted = " or ".join(s + "://" for s in schemes)
+        raise ConfigError(f"{name} must start with {wanted}, got {(parsed.scheme or raw[:20])!r}")
+    if parsed.scheme not in ("sqlite", "unix") and not parsed.hostname:
+        raise ConfigError(f"{name} must name a host ({parsed.scheme}://HOST...)")  # never echo: may hold a password
     return raw
 
 

@@ -1,0 +1,125 @@
+"""Wiring: settings -> broker, Redis, storage, Keepa client, governor host; then the actors.
+
+:func:`setup` must run before any actor is declared (``@dramatiq.actor`` binds to the broker that
+exists at import time), so the actors are declared inside :func:`_declare_actors`, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import dramatiq
+import redis
+
+from actors.broker import make_broker
+from actors.governor_actor import GovernorHost
+from actors.ledger import Ledger
+from actors.messages import MalformedMessage
+from actors.steps import Steps
+from governor.config import GovernorConfig
+from keepa_deals.errors import BadKey, ConfigError
+from keepa_deals.settings import Settings
+from pipeline.verdict import ViabilityRule
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_KEY = "embedded-simulator-key"
+CALL_TIMEOUT_S = 10.0  # shorter than honcho's grace period, so a shutdown never waits on Keepa
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    broker: object
+    redis: redis.Redis
+    store: object
+    client: object
+    host: GovernorHost | None = None
+    rule: ViabilityRule = field(default_factory=ViabilityRule)
+    steps: Steps | None = None
+
+    @property
+    def minute_ms(self) -> int:
+        return int(self.settings.keepa_minute_seconds * 1000)
+
+    def clock_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def peek_batch(self) -> int:
+        snap = self.host and self.host.gov
+        rate = snap.rate if snap else 5
+        return max(1, min(100, int(rate) // 100))
+
+
+RUNTIME: Runtime | None = None
+
+
+def governor_config(settings: Settings) -> GovernorConfig:
+    minute = int(settings.keepa_minute_seconds * 1000)
+    return GovernorConfig(period_ms=minute, recharge_timeout_ms=60 * minute, remember_ms=60 * minute,
+                          hold_grace_ms=max(1_000, minute // 12))
+
+
+def make_client(settings: Settings):
+    from keepa_api.client import KeepaClient
+
+    if settings.keepa_api_key is None and settings.keepa_api_url.startswith("https://api.keepa.com"):
+        raise ConfigError("KEEPA_API_KEY is unset: set it to talk to Keepa, or point KEEPA_API_URL at the "
+                          "embedded server (`make run` does this)")
+    return KeepaClient(settings.keepa_api_key or EMBEDDED_KEY, base_url=settings.keepa_api_url,
+                       domain=settings.keepa_domain, timeout_s=CALL_TIMEOUT_S)
+
+
+def setup(settings: Settings, *, broker=None, store=None, client=None, with_host: bool = False) -> Runtime:
+    """Configure everything once per process; returns the runtime the actors use."""
+    global RUNTIME
+    if RUNTIME is not None:
+        return RUNTIME
+    from storage.store import open_store
+
+    broker = broker or make_broker(settings.redis_url)
+    dramatiq.set_broker(broker)
+    rt = Runtime(settings=settings, broker=broker, redis=redis.Redis.from_url(settings.redis_url),
+                 store=store or open_store(settings.database_url), client=client or make_client(settings))
+    if with_host:
+        rt.host = GovernorHost(Ledger(rt.redis), broker, governor_config(settings), rt.client.token)
+    rt.steps = Steps(rt)
+    RUNTIME = rt
+    _declare_actors(broker)
+    return rt
+
+
+def _declare_actors(broker) -> None:
+    common = {"broker": broker, "throws": (MalformedMessage, BadKey)}
+
+    @dramatiq.actor(queue_name="governor", actor_name="keepa_governor", max_retries=10_000,
+                    min_backoff=500, max_backoff=5_000, **common)
+    def keepa_governor(kind, body):
+        if RUNTIME.host is None:
+            raise dramatiq.Retry(delay=2_000)  # not a governor process: hand it back
+        RUNTIME.host.handle(kind, body)
+
+    @dramatiq.actor(queue_name="upsert", actor_name="keepa_upsert", max_retries=5, **common)
+    def keepa_upsert(grant_id, payload):
+        RUNTIME.steps.upsert(grant_id, payload)
+
+    @dramatiq.actor(queue_name="peek", actor_name="keepa_peek", max_retries=5, **common)
+    def keepa_peek(grant_id, payload):
+        RUNTIME.steps.peek(grant_id, payload)
+
+    @dramatiq.actor(queue_name="commit", actor_name="keepa_commit", max_retries=5, **common)
+    def keepa_commit(grant_id, payload):
+        RUNTIME.steps.commit(grant_id, payload)
+
+    # the governor sends rejections to the rejected request's own queue; dramatiq routes by actor
+    # name, so this one actor runs wherever that class's workers listen
+    @dramatiq.actor(queue_name="upsert", actor_name="keepa_rejected", max_retries=3, **common)
+    def keepa_rejected(request_id, cls, payload, reason):
+        RUNTIME.steps.rejected(request_id, cls, payload, reason)
+
+
+def reset_for_tests() -> None:
+    global RUNTIME
+    RUNTIME = None

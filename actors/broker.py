@@ -1,0 +1,24 @@
+"""The Redis broker, configured for this workload.
+
+Dramatiq requeues a dead worker's unacked messages only when (a) its heartbeat is older than
+``heartbeat_timeout`` and (b) a random maintenance pass runs for that queue, on 1 in
+``1,000,000 / maintenance_chance`` commands naming the queue. With the defaults (60 s, 1 in 1,000)
+a quiet queue like ``governor`` kept a SIGKILLed consumer's message for 8-17 minutes (DESIGN.md).
+Here a process is presumed dead after 15 s of silence and one command in ten runs maintenance, so
+a killed worker's messages come back within seconds of the timeout. Every process must use the
+same values, so they live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dramatiq.brokers.redis import RedisBroker
+
+HEARTBEAT_TIMEOUT_MS = 15_000
+MAINTENANCE_CHANCE = 100_000  # out of 1,000,000 commands
+DEAD_MESSAGE_TTL_MS = 7 * 24 * 3_600_000
+
+
+def make_broker(redis_url: str, **overrides) -> RedisBroker:
+    options = {"heartbeat_timeout": HEARTBEAT_TIMEOUT_MS, "maintenance_chance": MAINTENANCE_CHANCE,
+               "dead_message_ttl": DEAD_MESSAGE_TTL_MS, **overrides}
+    return RedisBroker(url=redis_url, **options)

@@ -1,0 +1,192 @@
+"""The governor actor: the imperative shell around :class:`governor.policy.Governor`.
+
+One message at a time (queue ``governor``, one process, one thread): take the lease, load the state
+if this process just became leader (and resynchronise from Keepa's free ``/token``), apply the
+message to the policy with ``now``, write what changed (fenced by the lease), then send the grants
+and, if needed, one delayed wake message for the next possible grant. A process without the lease
+stands by: it hands the message back with a delay and grants nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import dramatiq
+from dramatiq import Message
+
+from actors.ledger import Ledger, Ops
+from actors.messages import ENDPOINTS, OUTCOMES, MalformedMessage, envelope_from, field
+from governor.config import GovernorConfig
+from governor.model import CLASSES, Request
+from governor.persist import core_to_json, grant_to_json, request_to_json, restore
+from governor.snapshot import WaitHistogram, snapshot
+
+log = logging.getLogger(__name__)
+
+STANDBY_RETRY_MS = 2_000
+STALE_GRANT_MS = 120_000       # a grant with no settle for this long is sent again
+SNAPSHOT_EVERY_MS = 1_000
+ACTOR_FOR = {c: f"keepa_{c}" for c in CLASSES}
+
+
+class GovernorHost:
+    def __init__(self, ledger: Ledger, broker, config: GovernorConfig, token_source, clock_ms=None):
+        self.ledger, self.broker, self.config = ledger, broker, config
+        self.token_source = token_source          # () -> Envelope (Keepa's free /token)
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.gov = None
+        self.payloads: dict[str, dict] = {}
+        self.host: dict = {}
+        self.waits = WaitHistogram()
+        self._snapshot_ms = 0
+        self._outbox: list[tuple[Message, int | None]] = []   # (message, delay ms) sent after the write
+
+    # -- leadership and state -------------------------------------------------------------------
+    def _take_over(self, now: int) -> None:
+        core, pending, inflight, done = self.ledger.load()
+        self.gov = restore(self.config, core.get("gov") if core else None, pending,
+                           [d["grant"] for d in inflight], done)
+        self.payloads = {d["id"]: d.get("payload", {}) for d in pending}
+        self.payloads.update({d["grant"]["request"]["id"]: d.get("payload", {}) for d in inflight})
+        self.host = (core or {}).get("host", {"seq": 0, "calls_total": {}, "last_error": None,
+                                               "wake_at": None, "resent_ms": {}})
+        self.waits = WaitHistogram.from_json(self.host.get("waits", {}))
+        self.host["leader_since_ms"] = now
+        self.gov.sync(self.token_source(), now)
+        log.info("governor %s took the lease: %d pending, %d in flight, balance %s",
+                 self.ledger.holder[:8], self.gov.pending(), len(self.gov.in_flight), self.gov.balance)
+
+    def handle(self, kind: str, body: dict) -> None:
+        now = self.clock_ms()
+        if not self.ledger.acquire():
+            self.gov = None
+            log.info("governor %s stands by: %s holds the lease", self.ledger.holder[:8], self.ledger.leader())
+            raise dramatiq.Retry(delay=STANDBY_RETRY_MS)
+        ops = Ops()
+        if self.gov is None:
+            self._take_over(now)
+        handler = {"request": self._request, "settle": self._settle, "wake": self._wake}.get(kind)
+        if handler is None:
+            raise MalformedMessage(f"governor: unknown message kind {kind!r}")
+        try:
+            handler(body, now, ops)
+            self._decide(now, ops)
+        except BaseException:
+            # nothing was written: forget the in-memory state and reload it with the next message
+            self.gov, self._outbox = None, []
+            raise
+
+    # -- messages -------------------------------------------------------------------------------
+    def _request(self, body, now, ops) -> None:
+        where = "governor request"
+        rid, cls = field(body, "id", str, where), field(body, "cls", str, where)
+        if cls not in CLASSES:
+            raise MalformedMessage(f"{where}: cls must be one of {CLASSES}, got {cls!r}")
+        units = body.get("units", 1)
+        if not isinstance(units, int) or isinstance(units, bool) or not 1 <= units <= 100:
+            raise MalformedMessage(f"{where}: units must be 1..100, got {units!r}")
+        payload = body.get("payload", {})
+        if not isinstance(payload, dict):
+            raise MalformedMessage(f"{where}: payload must be an object")
+        req = Request(rid, cls, units, now, None, bool(body.get("continues", False)))
+        before = self.gov.pending()
+        rejection = self.gov.request(req, now)
+        if rejection is not None:
+            self._reject(rejection, payload, ops)
+        elif self.gov.pending() > before:
+            self.host["seq"] = self.host.get("seq", 0) + 1
+            self.payloads[rid] = payload
+            entry = {**request_to_json(req), "seq": self.host["seq"], "payload": payload}
+            ops.pending_add.append([rid, json.dumps(entry)])
+
+    def _settle(self, body, now, ops) -> None:
+        where = "governor settle"
+        gid = field(body, "grant_id", str, where)
+        endpoint, outcome = body.get("endpoint", "?"), body.get("outcome", "?")
+        if endpoint not in ENDPOINTS or outcome not in OUTCOMES:
+            raise MalformedMessage(f"{where}: endpoint/outcome must be in {ENDPOINTS}/{OUTCOMES}")
+        envelope = envelope_from(body, where)
+        done = self.gov.settle(gid, envelope, now) if envelope else self.gov.release(gid, now)
+        if not done:
+            if envelope:
+                self.gov.sync(envelope, now)
+            return
+        calls = self.host.setdefault("calls_total", {}).setdefault(endpoint, {})
+        calls[outcome] = calls.get(outcome, 0) + 1
+        if outcome != "ok":
+            self.host["last_error"] = {"at_ms": now, "endpoint": endpoint, "outcome": outcome,
+                                       "message": str(body.get("message", ""))[:300]}
+        self.payloads.pop(gid, None)
+        self.host.get("resent_ms", {}).pop(gid, None)
+        ops.inflight_del.append(gid)
+        ops.done_add.append([gid, now])
+        ops.done_before = now - self.config.remember_ms
+
+    def _wake(self, body, now, ops) -> None:
+        if self.host.get("wake_at") is not None and self.host["wake_at"] <= now:
+            self.host["wake_at"] = None
+
+    def _reject(self, rejection, payload, ops) -> None:
+        rid = rejection.request.id
+        ops.pending_del.append(rid)
+        ops.done_add.append([rid, self.clock_ms()])
+        self._outbox.append((Message(queue_name=rejection.request.cls, actor_name="keepa_rejected",
+                                     args=(rid, rejection.request.cls, payload, rejection.reason),
+                                     kwargs={}, options={}), None))
+        log.warning("rejected %s: %s", rid, rejection.reason)
+
+    # -- the decision ---------------------------------------------------------------------------
+    def _decide(self, now: int, ops: Ops) -> None:
+        decision = self.gov.decide(now)
+        for rejection in decision.rejections:
+            self._reject(rejection, self.payloads.pop(rejection.request.id, {}), ops)
+        outbox = self._outbox
+        for grant in decision.grants:
+            rid = grant.id
+            payload = self.payloads.get(rid, {})
+            self.waits.observe(grant.request.cls, (now - grant.request.created_ms) / 1000)
+            ops.pending_del.append(rid)
+            ops.inflight_add.append([rid, json.dumps({"grant": grant_to_json(grant), "payload": payload})])
+            outbox.append((self._grant_message(grant, payload), None))
+        self._resend_stale(now, outbox)
+        wake = decision.wake_at_ms
+        scheduled = self.host.get("wake_at")
+        if wake is not None and (scheduled is None or wake < scheduled or scheduled <= now):
+            self.host["wake_at"] = wake
+            outbox.append((Message(queue_name="governor", actor_name="keepa_governor",
+                                   args=("wake", {"at_ms": wake}), kwargs={}, options={}), max(1, wake - now)))
+        self.host["waits"] = self.waits.to_json()
+        ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
+        if not self.ledger.commit(ops):
+            self.gov, self._outbox = None, []
+            raise dramatiq.Retry(delay=STANDBY_RETRY_MS)  # lost the lease mid-message: send nothing
+        for message, delay in outbox:
+            self.broker.enqueue(message, delay=delay)
+        self._outbox = []
+        if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS or decision.grants:
+            self.write_snapshot(now)
+
+    def _grant_message(self, grant, payload) -> Message:
+        return Message(queue_name=grant.request.cls, actor_name=ACTOR_FOR[grant.request.cls],
+                       args=(grant.id, payload), kwargs={}, options={})
+
+    def _resend_stale(self, now: int, outbox: list) -> None:
+        resent = self.host.setdefault("resent_ms", {})
+        for gid, grant in self.gov.in_flight.items():
+            last = resent.get(gid, grant.granted_ms)
+            if now - last >= STALE_GRANT_MS:
+                resent[gid] = now
+                log.warning("grant %s has not settled for %d s: sending it again",
+                            gid, (now - grant.granted_ms) // 1000)
+                outbox.append((self._grant_message(grant, self.payloads.get(gid, {})), None))
+
+    def write_snapshot(self, now: int) -> None:
+        doc = snapshot(self.gov, now, self.waits)
+        doc["leader"] = {"id": self.ledger.holder, "since_ms": self.host.get("leader_since_ms")}
+        doc["calls_total"] = self.host.get("calls_total", {})
+        doc["last_error"] = self.host.get("last_error")
+        self.ledger.write_snapshot(doc)
+        self._snapshot_ms = now
+

@@ -1,0 +1,104 @@
+"""The governor's durable state in Redis, and the lease that makes exactly one governor grant.
+
+Keys (prefix ``keepa-deals:governor:``): ``core`` (JSON scalars), ``pending`` and ``inflight``
+(hashes: request or grant JSON with its payload), ``done`` (sorted set of finished ids by time),
+``lease`` (the leader's id, with a TTL), ``snapshot`` (the state document for status and metrics).
+
+Every write is one Lua script that first checks the lease: a governor that lost its lease (paused,
+partitioned, a second one started by mistake) can no longer change anything. Fencing, not hope.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import redis
+
+PREFIX = "keepa-deals:governor:"
+KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
+SNAPSHOT_KEY = PREFIX + "snapshot"
+LEASE_MS = 30_000
+
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local ops = cjson.decode(ARGV[2])
+if ops.core then redis.call('SET', KEYS[2], ops.core) end
+for _, kv in ipairs(ops.pending_add) do redis.call('HSET', KEYS[3], kv[1], kv[2]) end
+for _, k in ipairs(ops.pending_del) do redis.call('HDEL', KEYS[3], k) end
+for _, kv in ipairs(ops.inflight_add) do redis.call('HSET', KEYS[4], kv[1], kv[2]) end
+for _, k in ipairs(ops.inflight_del) do redis.call('HDEL', KEYS[4], k) end
+for _, kv in ipairs(ops.done_add) do redis.call('ZADD', KEYS[5], kv[2], kv[1]) end
+if ops.done_before then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.done_before) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Ops:
+    """What one message changed, written in one fenced script call."""
+
+    def __init__(self):
+        self.core: str | None = None
+        self.pending_add: list = []
+        self.pending_del: list = []
+        self.inflight_add: list = []
+        self.inflight_del: list = []
+        self.done_add: list = []
+        self.done_before: int | None = None
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in vars(self).items() if v is not None}
+        for key in ("pending_add", "pending_del", "inflight_add", "inflight_del", "done_add"):
+            if not data[key]:
+                data[key] = {}  # cjson encodes an empty Lua table as an object: keep it iterable
+        return json.dumps(data, separators=(",", ":"))
+
+
+class Ledger:
+    def __init__(self, client: redis.Redis, lease_ms: int = LEASE_MS, holder: str | None = None):
+        self.redis = client
+        self.lease_ms = lease_ms
+        self.holder = holder or uuid.uuid4().hex
+        self._commit = client.register_script(_COMMIT)
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def acquire(self) -> bool:
+        """Take or renew the lease; False while another governor holds it."""
+        return bool(self._acquire(keys=[KEYS[0]], args=[self.holder, self.lease_ms]))
+
+    def leader(self) -> str | None:
+        value = self.redis.get(KEYS[0])
+        return value.decode() if value else None
+
+    def commit(self, ops: Ops) -> bool:
+        """Apply ``ops`` only if this process still holds the lease."""
+        return bool(self._commit(keys=KEYS, args=[self.holder, ops.to_json(), self.lease_ms]))
+
+    def load(self) -> tuple[dict | None, list[dict], list[dict], dict[str, int]]:
+        pipe = self.redis.pipeline()
+        pipe.get(KEYS[1])
+        pipe.hvals(KEYS[2])
+        pipe.hvals(KEYS[3])
+        pipe.zrange(KEYS[4], 0, -1, withscores=True)
+        core, pending, inflight, done = pipe.execute()
+        pending = sorted((json.loads(v) for v in pending), key=lambda d: d["seq"])
+        inflight = [json.loads(v) for v in inflight]
+        return (json.loads(core) if core else None, pending, inflight,
+                {k.decode(): int(score) for k, score in done})
+
+    def write_snapshot(self, snapshot: dict) -> None:
+        self.redis.set(SNAPSHOT_KEY, json.dumps(snapshot, separators=(",", ":")))
+
+    def read_snapshot(self) -> dict | None:
+        raw = self.redis.get(SNAPSHOT_KEY)
+        return json.loads(raw) if raw else None

@@ -1,0 +1,41 @@
+"""The messages actors exchange, validated on arrival.
+
+A malformed message (wrong type, missing field, unknown class) is a :class:`MalformedMessage`: it is
+logged with what was wrong and dropped without retries (it would never succeed), and nothing already
+stored is touched.
+"""
+
+from __future__ import annotations
+
+from keepa_api.tokens import Envelope
+from keepa_deals.errors import KeepaDealsError
+
+ENDPOINTS = ("deal", "peek", "commit", "token")
+OUTCOMES = ("ok", "429", "402", "400", "5xx", "timeout", "malformed")
+
+
+class MalformedMessage(KeepaDealsError):
+    """A message that can never be processed; the text says which field is wrong."""
+
+
+def field(body, name: str, kind, where: str):
+    if not isinstance(body, dict):
+        raise MalformedMessage(f"{where}: body must be an object, got {type(body).__name__}")
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise MalformedMessage(f"{where}: field {name!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def envelope_from(body, where: str) -> Envelope | None:
+    raw = body.get("envelope") if isinstance(body, dict) else None
+    if raw is None:
+        return None
+    try:
+        return Envelope.from_json(raw)
+    except (ValueError, OverflowError) as exc:
+        raise MalformedMessage(f"{where}: bad envelope: {exc}") from None
+
+
+def envelope_to(envelope: Envelope | None) -> dict | None:
+    return None if envelope is None else envelope.to_json()

@@ -1,0 +1,123 @@
+"""The Procfile's processes: governor, worker, scheduler (and the supervisor that restarts them).
+
+Each runs a programmatic Dramatiq ``Worker`` (not the dramatiq CLI: honcho signals the whole process
+group, and the CLI's children die on the second SIGTERM without draining). On SIGTERM or SIGINT a
+worker stops consuming, lets in-flight messages finish (unstarted ones go back to the queue), and
+exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import dramatiq
+from dramatiq import Message
+
+from actors.app import setup
+from actors.ledger import Ledger
+from actors.steps import OUTSTANDING_KEY
+from keepa_deals.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WORKER_QUEUES = ("upsert", "peek", "commit")
+DRAIN_TIMEOUT_MS = 8_000
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received signal %d: draining", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def run_consumer(settings: Settings, queues, threads: int, *, governor: bool = False) -> int:
+    rt = setup(settings, with_host=governor)
+    stop = _stop_event()
+    worker = dramatiq.Worker(rt.broker, queues=set(queues), worker_threads=threads, worker_timeout=100)
+    worker.start()
+    if governor:  # take the lease now, resynchronise, resend stale grants, schedule the next wake
+        rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
+                                  args=("wake", {}), kwargs={}, options={}))
+    log.info("consuming %s with %d thread(s)", ",".join(sorted(queues)), threads)
+    stop.wait()
+    worker.stop(timeout=DRAIN_TIMEOUT_MS)
+    rt.broker.close()
+    return 0
+
+
+def run_governor(settings: Settings) -> int:
+    return run_consumer(settings, ("governor",), 1, governor=True)
+
+
+def run_worker(settings: Settings, threads: int = 8) -> int:
+    return run_consumer(settings, WORKER_QUEUES, threads)
+
+
+def scheduler_tick(rt, now_ms: int) -> bool:
+    """One tick; at most once per Keepa minute however many schedulers or restarts there are."""
+    slot = now_ms // rt.minute_ms
+    if not rt.redis.set(f"keepa-deals:scheduler:tick:{slot}", now_ms, nx=True, px=10 * rt.minute_ms):
+        return False
+    snapshot = Ledger(rt.redis).read_snapshot()
+    rt.steps.start_scan(now_ms, snapshot)
+    requeued = rt.store.requeue_stale_claims(now_ms - 10 * rt.minute_ms, now_ms)
+    if requeued:
+        log.warning("requeued %d candidates claimed by workers that never finished", requeued)
+    if snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:
+        outstanding = snapshot["pending"]["peek"] + snapshot["in_flight"]["peek"]
+        rt.redis.set(OUTSTANDING_KEY, outstanding)
+    rt.steps.top_up()
+    # the governor schedules its own wakes; this nudge only covers a wake lost with a killed process
+    rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),
+                              kwargs={}, options={}))
+    return True
+
+
+def run_scheduler(settings: Settings) -> int:
+    rt = setup(settings)
+    stop = _stop_event()
+    while not stop.is_set():
+        now = rt.clock_ms()
+        try:
+            scheduler_tick(rt, now)
+        except Exception:  # a database or Redis outage: log, keep ticking, retry next minute
+            log.exception("scheduler tick failed; retrying at the next tick")
+        stop.wait((rt.minute_ms - now % rt.minute_ms) / 1000)
+    rt.broker.close()
+    return 0
+
+
+def supervise(argv: list[str]) -> int:
+    """Run ``keepa-deals ARGV`` and restart it whenever it dies without being asked to stop."""
+    stopping = threading.Event()
+    child: subprocess.Popen | None = None
+
+    def on_signal(signum, _frame):
+        stopping.set()
+        if child and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    backoff_s = 1.0
+    while not stopping.is_set():
+        started = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-m", "keepa_deals.cli", *argv])
+        code = child.wait()
+        if stopping.is_set():
+            return 0
+        backoff_s = 1.0 if time.monotonic() - started > 60 else min(30.0, backoff_s * 2)
+        log.error("%s exited with %s; restarting in %.0f s", " ".join(argv), code, backoff_s)
+        stopping.wait(backoff_s)
+    return 0

@@ -1,0 +1,220 @@
+"""What each pipeline actor does with its grant: call Keepa, store each unit at once, settle.
+
+Order matters for crash safety: store first (each ASIN its own transaction), then settle with the
+governor, then ask for follow-ups. A crash anywhere loses nothing already stored; a redelivered
+grant repeats an idempotent call and writes the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from dramatiq import Message
+
+from actors.messages import MalformedMessage, envelope_to, field
+from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected
+from pipeline.cadence import scan_due
+from pipeline.commit import commit_record
+from pipeline.verdict import NO_DATA, PeekStats, peek_verdict
+
+log = logging.getLogger(__name__)
+
+SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}
+SCAN_KEY, LAST_SCAN_KEY = "keepa-deals:scan", "keepa-deals:scan:last_ms"
+OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
+PEEK_WINDOW = 16
+NEW, SALES_RANK = 1, 3
+
+
+class Steps:
+    """The actors' imperative shell. ``rt`` is the runtime: broker, redis, store, client, clock."""
+
+    def __init__(self, rt):
+        self.rt = rt
+
+    # -- messages to the governor ---------------------------------------------------------------
+    def _to_governor(self, kind: str, body: dict) -> None:
+        self.rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
+                                       args=(kind, body), kwargs={}, options={}))
+
+    def ask(self, rid: str, cls: str, payload: dict, units: int = 1, continues: bool = False) -> None:
+        self._to_governor("request", {"id": rid, "cls": cls, "units": units, "continues": continues,
+                                      "payload": payload})
+
+    def settle(self, grant_id: str, endpoint: str, outcome: str, envelope=None, message: str = "") -> None:
+        self._to_governor("settle", {"grant_id": grant_id, "endpoint": endpoint, "outcome": outcome,
+                                     "envelope": envelope_to(envelope), "message": message})
+
+    def _failed(self, grant_id: str, endpoint: str, exc: KeepaError) -> str:
+        outcome = {429: "429", 402: "402", 400: "400", 404: "400", 405: "400"}.get(exc.status or 0)
+        if outcome is None:
+            outcome = "malformed" if isinstance(exc, MalformedResponse) else ("5xx" if exc.status else "timeout")
+        self.settle(grant_id, endpoint, outcome, exc.envelope, str(exc))
+        return outcome
+
+    def _retry(self, rid: str, attempt: int, cls: str, payload: dict, exc: KeepaError, **kw) -> None:
+        """Ask again: at once after a 429 (the governor waits for the refill), later otherwise."""
+        delay = None if isinstance(exc, NotEnoughTokens) else min(60_000, 1_000 * 2 ** min(attempt, 6))
+        body = {"id": f"{rid.rsplit(':', 1)[0]}:{attempt + 1}", "cls": cls, "units": kw.get("units", 1),
+                "continues": kw.get("continues", False), "payload": {**payload, "attempt": attempt + 1}}
+        self.rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
+                                       args=("request", body), kwargs={}, options={}), delay=delay)
+
+    # -- the feed scan --------------------------------------------------------------------------
+    def start_scan(self, now_ms: int, snapshot: dict | None) -> bool:
+        rt = self.rt
+        rate = (snapshot or {}).get("refill_rate") or 0
+        pending = bool(snapshot and (sum(snapshot["pending"].values()) or rt.store.candidates_waiting()))
+        last = rt.redis.get(LAST_SCAN_KEY)
+        if rate and not scan_due(now_ms=now_ms, last_scan_ms=int(last) if last else None,
+                                 refill_per_minute=rate * 60_000 / rt.minute_ms,
+                                 balance=(snapshot or {}).get("balance"), cap=(snapshot or {}).get("cap"),
+                                 work_pending=pending):
+            return False
+        scan = now_ms
+        if not rt.redis.set(SCAN_KEY, scan, nx=True, px=30 * rt.minute_ms):
+            return False  # a scan is in progress
+        rt.redis.set(LAST_SCAN_KEY, now_ms)
+        page = rt.store.load_watermark().next_page
+        self.ask(f"upsert:{scan}.{page}:0", "upsert", {"scan": scan, "page": page}, continues=True)
+        return True
+
+    def upsert(self, grant_id: str, payload: dict) -> None:
+        rt = self.rt
+        page, scan = field(payload, "page", int, "upsert"), field(payload, "scan", int, "upsert")
+        try:
+            result = rt.client.deals(SELECTION, page)
+        except BadKey as exc:
+            self._failed(grant_id, "deal", exc)
+            rt.redis.delete(SCAN_KEY)
+            raise
+        except KeepaError as exc:
+            self._failed(grant_id, "deal", exc)
+            self._retry(grant_id, payload.get("attempt", 0), "upsert", payload, exc, continues=True)
+            return
+        now = rt.clock_ms()
+        times = []
+        for deal in result.deals:
+            deal_ms = int(deal.last_update.timestamp() * 1000)
+            times.append(deal_ms)
+            rt.store.upsert_deal(deal.asin, deal_ms, now)
+        watermark, more = rt.store.load_watermark().advance(times)
+        rt.store.advance_watermark(watermark, now)
+        self.settle(grant_id, "deal", "ok", result.envelope)
+        if more:
+            self.ask(f"upsert:{scan}.{watermark.next_page}:0", "upsert",
+                     {"scan": scan, "page": watermark.next_page}, continues=True)
+        else:
+            rt.redis.delete(SCAN_KEY)
+        self.top_up()
+
+    # -- peek and commit ------------------------------------------------------------------------
+    def top_up(self) -> int:
+        """Claim candidates and ask to peek them, keeping about PEEK_WINDOW peeks outstanding."""
+        rt = self.rt
+        asked = 0
+        while int(rt.redis.get(OUTSTANDING_KEY) or 0) < PEEK_WINDOW:
+            asins = rt.store.take_candidates(rt.peek_batch(), rt.clock_ms())
+            if not asins:
+                break
+            rt.redis.incr(OUTSTANDING_KEY)
+            self.ask(f"peek:{asins[0]}x{len(asins)}:0", "peek", {"asins": asins}, units=len(asins))
+            asked += 1
+        return asked
+
+    def _asins(self, payload: dict, where: str) -> list[str]:
+        asins = field(payload, "asins", list, where)
+        if not asins or not all(isinstance(a, str) and len(a) == 10 for a in asins):
+            raise MalformedMessage(f"{where}: asins must be a non-empty list of 10-character ASINs")
+        return asins
+
+    def peek(self, grant_id: str, payload: dict) -> None:
+        rt = self.rt
+        asins = self._asins(payload, "peek")
+        try:
+            batch = rt.client.peek(asins)
+        except RequestRejected as exc:
+            self._failed(grant_id, "peek", exc)
+            for asin in asins:
+                rt.store.record_verdict(asin, False, f"Keepa rejected the peek: {exc}", rt.clock_ms())
+            rt.redis.decr(OUTSTANDING_KEY)
+            return
+        except KeepaError as exc:
+            self._failed(grant_id, "peek", exc)
+            if isinstance(exc, BadKey):
+                raise
+            self._retry(grant_id, payload.get("attempt", 0), "peek", payload, exc, units=len(asins))
+            return
+        now = rt.clock_ms()
+        found = {p.asin: p for p in batch.products}
+        for asin in asins:
+            product = found.get(asin)
+            stats = _peek_stats(product)
+            verdict = peek_verdict(stats, rt.rule) if stats else None
+            viable = bool(verdict and verdict.viable)
+            rt.store.record_verdict(asin, viable, verdict.reason if verdict else "no stats from Keepa", now)
+            if viable:
+                self.ask(f"commit:{asin}:0", "commit", {"asins": [asin]})
+        self.settle(grant_id, "peek", "ok", batch.envelope)
+        rt.redis.decr(OUTSTANDING_KEY)
+        self.top_up()
+
+    def commit(self, grant_id: str, payload: dict) -> None:
+        rt = self.rt
+        asins = self._asins(payload, "commit")
+        try:
+            batch = rt.client.commit(asins)
+        except RequestRejected as exc:
+            self._failed(grant_id, "commit", exc)
+            for asin in asins:
+                rt.store.record_verdict(asin, False, f"Keepa rejected the commit: {exc}", rt.clock_ms())
+            return
+        except KeepaError as exc:
+            self._failed(grant_id, "commit", exc)
+            if isinstance(exc, BadKey):
+                raise
+            self._retry(grant_id, payload.get("attempt", 0), "commit", payload, exc, units=len(asins))
+            return
+        now = rt.clock_ms()
+        for product in batch.products:
+            stats = _peek_stats(product)
+            try:
+                record = commit_record(asin=product.asin, title=product.title or "", stats=stats,
+                                       offers=len(product.offers or ()), deal_time_ms=now, now_ms=now)
+            except (ValueError, TypeError) as exc:
+                rt.store.record_verdict(product.asin, False, f"cannot make a deal: {exc}", now)
+                continue
+            rt.store.store_deal(record)
+        self.settle(grant_id, "commit", "ok", batch.envelope)
+
+    def rejected(self, request_id: str, cls: str, payload: dict, reason: str) -> None:
+        """The governor can never grant this request: split a batch, or set the ASIN aside."""
+        rt = self.rt
+        if cls == "upsert":
+            rt.redis.delete(SCAN_KEY)
+            return
+        asins = payload.get("asins") or []
+        if cls == "peek":
+            rt.redis.decr(OUTSTANDING_KEY)
+        if len(asins) > 1:
+            for asin in asins:
+                self.ask(f"{cls}:{asin}x1:0", cls, {"asins": [asin]})
+        for asin in asins[:1] if len(asins) == 1 else ():
+            rt.store.record_verdict(asin, False, reason, rt.clock_ms())
+
+
+def _peek_stats(product) -> PeekStats | None:
+    stats = product.stats if product is not None else None
+    if stats is None:
+        return None
+
+    def at(values, index):
+        return values[index] if len(values) > index else NO_DATA
+
+    return PeekStats(price_new=at(stats.current, NEW), avg90_new=at(stats.avg90, NEW),
+                     sales_rank=at(stats.current, SALES_RANK))
+
+
+def dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
