@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from keepa_api.catalogue import Catalogue
 from keepa_api.records import (
+    Deal,
     decode_deals,
     decode_envelope,
     decode_products,
@@ -25,6 +26,22 @@ ENVELOPE = {"timestamp": 1_700_000_000_000, "tokensLeft": 10, "refillIn": 500, "
 DEAL_BODY = {"deals": {"dr": CAT.feed_page(0, 0)[:3]}, **ENVELOPE}
 PRODUCT_BODY = {"products": [CAT.product(CAT.asin(i), stats_days=90, history=True, offers=20, stock=True)
                              for i in range(2)], **ENVELOPE}
+DEAL_ACCESSORS = sorted(name for name, member in vars(Deal).items() if isinstance(member, property))
+
+
+def _read_every_field(deals):
+    """What a consumer may do with decoded deals: read every accessor, print, compare and hash them."""
+    for deal in deals:
+        for name in DEAL_ACCESSORS:
+            getattr(deal, name)
+        repr(deal)
+        hash(deal)
+        assert deal == deal
+    return deals
+
+
+def decode_and_read(body):
+    return _read_every_field(decode_deals(body))
 
 
 def test_keepa_minutes_become_utc_datetimes():
@@ -59,31 +76,70 @@ def test_product_series_keep_gaps_and_offers_keep_their_latest_price():
     assert product.offers[0].price == raw["offers"][0]["offerCSV"][-2]
 
 
+def _with(body, path, value):
+    body = copy.deepcopy(body)
+    target = body
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return body
+
+
 @pytest.mark.parametrize(
     ("path", "value", "named"),
     [
         (("deals", "dr", 0, "asin"), None, "deals.dr[0].asin"),
-        (("deals", "dr", 1, "current"), [1, 2.5], "deals.dr[1].current[1]"),
         (("deals", "dr", 0, "avg"), [[1], "x"], "deals.dr[0].avg[1]"),
         (("deals", "dr", 0, "avg"), [{"1": 2}], "deals.dr[0].avg[0]"),
-        (("deals", "dr", 0, "delta"), [[1, "2"]], "deals.dr[0].delta[0][1]"),
+        (("deals", "dr", 1, "deltaPercent"), 7, "deals.dr[1].deltaPercent"),
+        (("deals", "dr", 0, "current"), {"1": 2}, "deals.dr[0].current"),
+        (("deals", "dr", 0, "categories"), [1, "x"], "deals.dr[0].categories[1]"),
         (("deals", "dr", 2, "lastUpdate"), -5, "deals.dr[2].lastUpdate"),
         (("deals", "dr", 0, "creationDate"), 10**30, "deals.dr[0].creationDate"),
-        (("deals", "dr", 0, "image"), [300, 1], "deals.dr[0].image"),
+        (("deals", "dr", 0, "image"), "x.jpg", "deals.dr[0].image"),
         (("deals", "dr", 0, "title"), 5, "deals.dr[0].title"),
         (("deals", "dr"), {"a": 1}, "deals.dr"),
         (("deals",), [], "deals"),
     ],
 )
-def test_a_bad_deal_field_is_named_in_the_error(path, value, named):
-    body = copy.deepcopy(DEAL_BODY)
-    target = body
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
+def test_a_bad_deal_scalar_or_array_shape_is_named_when_the_page_is_decoded(path, value, named):
     with pytest.raises(MalformedResponse) as caught:
-        decode_deals(body)
+        decode_deals(_with(DEAL_BODY, path, value))
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "accessor", "named"),
+    [
+        (("deals", "dr", 1, "current"), [1, 2.5], "current", "deals.dr[1].current[1]"),
+        (("deals", "dr", 0, "delta"), [[1, "2"]], "delta", "deals.dr[0].delta[0][1]"),
+        (("deals", "dr", 2, "deltaPercent", 3, 0), [], "delta_percent", "deals.dr[2].deltaPercent[3][0]"),
+        (("deals", "dr", 0, "avg", 1, 2), "12", "avg", "deals.dr[0].avg[1][2]"),
+        (("deals", "dr", 0, "image"), [300, 1], "image", "deals.dr[0].image"),
+    ],
+)
+def test_a_bad_array_element_is_named_on_the_first_and_every_read_of_its_accessor(path, value, accessor, named):
+    deal = decode_deals(_with(DEAL_BODY, path, value))[path[2]]
+    for _ in range(2):
+        with pytest.raises(MalformedResponse) as caught:
+            getattr(deal, accessor)
+        assert named in str(caught.value)
+
+
+def test_a_checked_array_is_kept_and_the_other_arrays_are_unaffected_by_a_bad_one():
+    deal = decode_deals(_with(DEAL_BODY, ("deals", "dr", 0, "avg", 0, 0), 1.5))[0]
+    assert deal.delta is deal.delta and deal.current is deal.current
+    assert deal.delta_percent == tuple(map(tuple, DEAL_BODY["deals"]["dr"][0]["deltaPercent"]))
+    with pytest.raises(MalformedResponse, match=r"deals\.dr\[0\]\.avg\[0\]\[0\]"):
+        _ = deal.avg
+
+
+def test_deals_are_read_only_values():
+    first, again = decode_deals(DEAL_BODY), decode_deals(copy.deepcopy(DEAL_BODY))
+    assert first == again and hash(first[0]) == hash(again[0]) and first[0] != first[1]
+    assert first[0].asin in repr(first[0])
+    with pytest.raises(AttributeError):
+        first[0].avg = ()
 
 
 def test_a_missing_current_array_is_malformed_not_empty():
@@ -152,7 +208,7 @@ FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthC
 @given(path=st.sampled_from(DEAL_PATHS), junk=json_values, delete=st.booleans())
 def test_a_deal_page_with_any_field_replaced_by_junk_decodes_or_is_malformed(path, junk, delete):
     body = _mutate(DEAL_BODY, path, junk, delete)
-    _only_malformed(decode_deals, body)
+    _only_malformed(decode_and_read, body)
     _only_malformed(decode_envelope, body)
 
 
@@ -165,7 +221,7 @@ def test_a_product_batch_with_any_field_replaced_by_junk_decodes_or_is_malformed
 @settings(max_examples=1000, deadline=None)
 @given(payload=json_values)
 def test_arbitrary_json_values_decode_or_are_malformed(payload):
-    for decode in (decode_deals, decode_products, decode_envelope):
+    for decode in (decode_and_read, decode_products, decode_envelope):
         _only_malformed(decode, payload)
 
 
@@ -176,7 +232,7 @@ def test_arbitrary_bytes_parse_or_are_malformed(raw):
         body = load_body(raw)
     except MalformedResponse:
         return
-    for decode in (decode_deals, decode_products, decode_envelope):
+    for decode in (decode_and_read, decode_products, decode_envelope):
         _only_malformed(decode, body)
 
 
