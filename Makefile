@@ -40,3 +40,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+run: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/keepa-deals up

@@ -63,13 +63,17 @@ class Steps:
 
     # -- the feed scan --------------------------------------------------------------------------
     def start_scan(self, now_ms: int, snapshot: dict | None) -> bool:
+        """Start a feed scan if one is due for this plan (see :mod:`pipeline.cadence`) and none runs.
+        Cadence is reckoned in Keepa minutes, which the embedded server may shorten."""
         rt = self.rt
-        rate = (snapshot or {}).get("refill_rate") or 0
-        pending = bool(snapshot and (sum(snapshot["pending"].values()) or rt.store.candidates_waiting()))
+        snap = snapshot or {}
+        rate = snap.get("refill_rate") or 0
+        pending = bool(snap and (sum(snap["pending"].values()) or rt.store.candidates_waiting()))
         last = rt.redis.get(LAST_SCAN_KEY)
-        if rate and not scan_due(now_ms=now_ms, last_scan_ms=int(last) if last else None,
-                                 refill_per_minute=rate * 60_000 / rt.minute_ms,
-                                 balance=(snapshot or {}).get("balance"), cap=(snapshot or {}).get("cap"),
+        to_keepa = 60_000 / rt.minute_ms
+        if rate and not scan_due(now_ms=int(now_ms * to_keepa),
+                                 last_scan_ms=int(int(last) * to_keepa) if last else None,
+                                 refill_per_minute=rate, balance=snap.get("balance"), cap=snap.get("cap"),
                                  work_pending=pending):
             return False
         scan = now_ms
