@@ -41,9 +41,27 @@ def _stop_event() -> threading.Event:
     return stop
 
 
+def wait_for_redis(url: str, stop: threading.Event) -> bool:
+    """Redis absent at start: say so, retry with back-off (1 s to 30 s) until it answers or we stop."""
+    import redis
+
+    client, delay_s = redis.Redis.from_url(url, socket_connect_timeout=2), 1.0
+    while not stop.is_set():
+        try:
+            client.ping()
+            return True
+        except redis.RedisError as exc:
+            log.error("Redis at %s does not answer (%s); retrying in %.0f s", url.split("@")[-1], exc, delay_s)
+            stop.wait(delay_s)
+            delay_s = min(30.0, delay_s * 2)
+    return False
+
+
 def run_consumer(settings: Settings, queues, threads: int, *, governor: bool = False) -> int:
-    rt = setup(settings, with_host=governor)
     stop = _stop_event()
+    if not wait_for_redis(settings.redis_url, stop):
+        return 0
+    rt = setup(settings, with_host=governor)
     worker = dramatiq.Worker(rt.broker, queues=set(queues), worker_threads=threads, worker_timeout=100)
     worker.start()
     if governor:  # take the lease now, resynchronise, resend stale grants, schedule the next wake
@@ -85,8 +103,10 @@ def scheduler_tick(rt, now_ms: int) -> bool:
 
 
 def run_scheduler(settings: Settings) -> int:
-    rt = setup(settings)
     stop = _stop_event()
+    if not wait_for_redis(settings.redis_url, stop):
+        return 0
+    rt = setup(settings)
     while not stop.is_set():
         now = rt.clock_ms()
         try:
