@@ -5,6 +5,8 @@
     +-- ConfigError            a bad setting (names the environment variable or option)
     +-- ScenarioError          a bad simulator scenario (names the key)
     +-- ImpossibleRequest      the governor can never grant this request (cost above the bucket)
+    +-- StorageError           the database refused or failed a storage call (never shows a password)
+    |   +-- DatabaseUnavailable  cannot reach or lock the database now: retry later, nothing is lost
     +-- KeepaError             anything Keepa answered or failed to answer
         +-- NotEnoughTokens    HTTP 429; carries the envelope and when to retry
         +-- BadKey             HTTP 402: bad or expired key
@@ -30,6 +32,14 @@ class ScenarioError(KeepaDealsError):
 
 class ImpossibleRequest(KeepaDealsError):
     """A request that could never be granted (its cost exceeds what the bucket can ever hold)."""
+
+
+class StorageError(KeepaDealsError):
+    """A storage call failed; the message names the database (password redacted) and the cause."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached, opened or locked right now; the call wrote nothing, retry later."""
 
 
 class KeepaError(KeepaDealsError):

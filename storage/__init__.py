@@ -1,5 +1,8 @@
 """Durable storage behind intent-named functions.
 
-:class:`storage.memory.MemoryStore` is the simulator's store; the peewee store (SQLite by default,
-PostgreSQL when ``DATABASE_URL`` says so) implements the same functions for the running system.
+:func:`storage.store.open_store` opens the database ``DATABASE_URL`` names (SQLite in WAL mode by
+default, PostgreSQL when the URL says so), creates or migrates its schema
+(:mod:`storage.migrations`) and returns a :class:`storage.store.Store`. Callers never see a model.
+
+:class:`storage.memory.MemoryStore` is the simulator's store, with the same intent-named functions.
 """

@@ -1,0 +1,79 @@
+"""The schema, created and migrated on start: an ordered list of steps, each applied once.
+
+:func:`migrate` runs every step newer than the database's ``schema_version`` in one transaction and
+records it, so a crash half-way applies nothing. Several processes may start at once: PostgreSQL
+serialises them on a transaction-scoped advisory lock, SQLite on its write lock (``BEGIN
+IMMEDIATE``); whoever comes second finds the steps recorded and does nothing. Re-running is harmless.
+
+To change the schema, append a step (never edit an applied one) and update :mod:`storage.models` to
+match; ``playhouse.migrate.SchemaMigrator.from_database(db)`` gives the column operations.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import peewee
+
+from storage.db import describe, drop_connection, storage_error
+from storage.models import WATERMARK_ID, Tables, bind_models
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: "keepamig" as an int64, unlikely to collide with anything else.
+_ADVISORY_LOCK_KEY = int.from_bytes(b"keepamig", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _create_tables(db: peewee.Database, t: Tables) -> None:
+    db.create_tables([t.LightDeal, t.Deal, t.WatermarkRow], safe=True)
+
+
+def _seed_watermark(db: peewee.Database, t: Tables) -> None:
+    t.WatermarkRow.insert(id=WATERMARK_ID, next_page=0).on_conflict_ignore().execute()
+
+
+Step = tuple[int, str, Callable[[peewee.Database, Tables], None]]
+
+STEPS: list[Step] = [
+    (1, "light deals, committed deals and the watermark", _create_tables),
+    (2, "the single watermark row", _seed_watermark),
+]
+
+LATEST = STEPS[-1][0]
+
+
+def schema_version(db: peewee.Database) -> int:
+    """The newest step applied (0 for an empty database)."""
+    t = bind_models(db)
+    if not db.table_exists(t.SchemaVersion._meta.table_name):
+        return 0
+    return t.SchemaVersion.select(peewee.fn.MAX(t.SchemaVersion.version)).scalar() or 0
+
+
+def migrate(db: peewee.Database, steps: list[Step] | None = None) -> int:
+    """Apply the pending steps in one transaction; return the schema version now in place."""
+    steps = STEPS if steps is None else steps
+    t = bind_models(db)
+    try:
+        with db.atomic():
+            if isinstance(db, peewee.PostgresqlDatabase):
+                db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            db.create_tables([t.SchemaVersion], safe=True)
+            done = {version for (version,) in t.SchemaVersion.select(t.SchemaVersion.version).tuples()}
+            applied = []
+            for version, name, step in sorted(steps, key=lambda s: s[0]):
+                if version in done:
+                    continue
+                step(db, t)
+                t.SchemaVersion.insert(version=version, name=name).execute()
+                applied.append(version)
+            current = max(done | set(applied), default=0)
+    except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+        drop_connection(db)
+        raise storage_error(db, exc, "creating or migrating the schema") from None
+    if applied:
+        log.info("migrated %s to schema version %d (steps %s)", describe(db), current, applied)
+    else:
+        log.debug("%s already at schema version %d", describe(db), current)
+    return current

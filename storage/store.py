@@ -1,0 +1,234 @@
+"""The durable store: intent-named functions over SQLite or PostgreSQL.
+
+Every write is one transaction about one ASIN (or the watermark), so a crash between two calls loses
+nothing already written, and every write is idempotent: Dramatiq delivers at least once, and a
+repeated message writes the same rows, never a duplicate. Callers get plain values, dataclasses
+from :mod:`pipeline`, or :class:`keepa_deals.errors.StorageError`
+(:class:`~keepa_deals.errors.DatabaseUnavailable` when retrying later will do); never a model.
+
+A light record moves ``new -> peeking -> rejected | viable -> committed``; ``peeking`` claims of a
+crashed worker go back to ``new`` with :meth:`Store.requeue_stale_claims`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import asdict
+
+import peewee
+
+from pipeline.commit import DealRecord
+from pipeline.watermark import Watermark
+from storage.db import describe, drop_connection, open_database, storage_error
+from storage.migrations import migrate
+from storage.models import COMMITTED, NEW, PEEKING, REJECTED, VIABLE, WATERMARK_ID, bind_models
+
+log = logging.getLogger(__name__)
+
+
+def _guarded(method):
+    """Run a store call; translate driver errors and drop a failed connection so the next call reconnects."""
+    doing = method.__name__.replace("_", " ")
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if self._pid != os.getpid():  # forked (dramatiq worker processes): never share the parent's socket
+            self.db.dispose()
+            self._pid = os.getpid()
+        try:
+            return method(self, *args, **kwargs)
+        except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+            if not self.db.in_transaction():
+                drop_connection(self.db)
+            raise storage_error(self.db, exc, doing) from None
+    return call
+
+
+def _greatest(column, value):
+    """``max(column, value)`` in SQL both SQLite and PostgreSQL accept."""
+    return peewee.Case(None, [(column < value, value)], column)
+
+
+class Store:
+    """Intent-named storage calls on one peewee database (already migrated, see :func:`open_store`)."""
+
+    def __init__(self, db: peewee.Database):
+        self.db = db
+        self._t = bind_models(db)
+        self._postgres = isinstance(db, peewee.PostgresqlDatabase)
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"Store({describe(self.db)})"
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads' connections close with their threads)."""
+        drop_connection(self.db)
+
+    # -- light records and candidates -------------------------------------------------------------
+
+    @_guarded
+    def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int) -> bool:
+        """Store or refresh the light record; True if the ASIN was never seen (it becomes a candidate)."""
+        L = self._t.LightDeal
+        with self.db.atomic():
+            inserted = (L.insert(asin=asin, deal_time_ms=deal_time_ms, first_seen_ms=now_ms,
+                                 last_seen_ms=now_ms, state=NEW, reason="")
+                        .on_conflict_ignore().as_rowcount().execute())
+            if not inserted:
+                (L.update(deal_time_ms=_greatest(L.deal_time_ms, deal_time_ms),
+                          last_seen_ms=_greatest(L.last_seen_ms, now_ms))
+                 .where(L.asin == asin).execute())
+        return bool(inserted)
+
+    @_guarded
+    def take_candidates(self, n: int, now_ms: int) -> list[str]:
+        """Claim up to ``n`` of the oldest new ASINs for a peek (state ``peeking``); never the same twice."""
+        if n <= 0:
+            return []
+        L = self._t.LightDeal
+        with self.db.atomic():
+            query = (L.select(L.asin).where(L.state == NEW)
+                     .order_by(L.first_seen_ms, L.asin).limit(n))
+            if self._postgres:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
+                query = query.for_update(skip_locked=True)
+            asins = [asin for (asin,) in query.tuples()]
+            if asins:
+                (L.update(state=PEEKING, claimed_ms=now_ms)
+                 .where(L.asin.in_(asins), L.state == NEW).execute())
+        return asins
+
+    @_guarded
+    def release_candidate(self, asin: str) -> bool:
+        """Give a claimed ASIN back (state ``new``, its place in line kept); False if it was not claimed."""
+        L = self._t.LightDeal
+        with self.db.atomic():
+            changed = (L.update(state=NEW, claimed_ms=None)
+                       .where(L.asin == asin, L.state == PEEKING).execute())
+        return bool(changed)
+
+    @_guarded
+    def requeue_stale_claims(self, older_than_ms: int, now_ms: int) -> int:
+        """Return claims older than ``older_than_ms`` (a crashed worker's) to ``new``; how many."""
+        L = self._t.LightDeal
+        with self.db.atomic():
+            count = (L.update(state=NEW, claimed_ms=None)
+                     .where(L.state == PEEKING, L.claimed_ms < now_ms - older_than_ms).execute())
+        if count:
+            log.info("requeued %d candidates claimed more than %d ms ago", count, older_than_ms)
+        return count
+
+    @_guarded
+    def record_verdict(self, asin: str, viable: bool, reason: str, now_ms: int) -> None:
+        """Record the peek verdict; a committed deal keeps its state (a late repeat changes nothing)."""
+        L = self._t.LightDeal
+        with self.db.atomic():
+            changed = (L.update(state=VIABLE if viable else REJECTED, reason=reason, claimed_ms=None,
+                                last_seen_ms=_greatest(L.last_seen_ms, now_ms))
+                       .where(L.asin == asin, L.state != COMMITTED).execute())
+        if not changed:
+            log.debug("verdict for %s not recorded: unknown or already committed", asin)
+
+    # -- committed deals --------------------------------------------------------------------------
+
+    @_guarded
+    def store_deal(self, record: DealRecord) -> bool:
+        """Upsert the visible deal and mark its light record committed; True if the deal is new.
+
+        A repeat writes the same row; an older record arriving late does not overwrite a newer one.
+        """
+        D, L = self._t.Deal, self._t.LightDeal
+        fields = asdict(record)
+        with self.db.atomic():
+            inserted = D.insert(**fields).on_conflict_ignore().as_rowcount().execute()
+            if not inserted:
+                newer = {k: v for k, v in fields.items() if k != "asin"}
+                (D.update(**newer)
+                 .where(D.asin == record.asin, D.committed_ms <= record.committed_ms).execute())
+            (L.insert(asin=record.asin, deal_time_ms=record.deal_time_ms, first_seen_ms=record.committed_ms,
+                      last_seen_ms=record.committed_ms, state=COMMITTED, reason="")
+             .on_conflict(conflict_target=[L.asin],
+                          update={L.state: COMMITTED, L.claimed_ms: None})
+             .execute())
+        return bool(inserted)
+
+    # -- the watermark ----------------------------------------------------------------------------
+
+    @_guarded
+    def load_watermark(self) -> Watermark:
+        W = self._t.WatermarkRow
+        row = (W.select(W.mark_ms, W.scan_top_ms, W.next_page)
+               .where(W.id == WATERMARK_ID).tuples().first())
+        if row is None:
+            return Watermark()
+        mark_ms, scan_top_ms, next_page = row
+        return Watermark(mark_ms=mark_ms, scan_top_ms=scan_top_ms, next_page=next_page or 0)
+
+    @_guarded
+    def advance_watermark(self, watermark: Watermark, now_ms: int) -> Watermark:
+        """Save the watermark and scan cursor; return what is stored now.
+
+        ``mark_ms`` never moves backwards: a state whose mark is older than the stored one (a late or
+        repeated message from a finished scan) is ignored as a whole, cursor included.
+        """
+        W = self._t.WatermarkRow
+        if watermark.mark_ms is None:
+            fresh = W.mark_ms.is_null()
+        else:
+            fresh = W.mark_ms.is_null() | (W.mark_ms <= watermark.mark_ms)
+        with self.db.atomic():
+            changed = (W.update(mark_ms=watermark.mark_ms, scan_top_ms=watermark.scan_top_ms,
+                                next_page=watermark.next_page, updated_ms=now_ms)
+                       .where(W.id == WATERMARK_ID, fresh).execute())
+        stored = self.load_watermark()
+        if not changed:
+            log.info("ignored a stale watermark %s: %s is stored", watermark, stored)
+        return stored
+
+    # -- counts for status and metrics ------------------------------------------------------------
+
+    @_guarded
+    def deals_stored(self) -> int:
+        """Light records stored (every ASIN the feed ever showed)."""
+        return self._t.LightDeal.select().count()
+
+    @_guarded
+    def deals_ingested(self) -> int:
+        """Committed, visible deals."""
+        return self._t.Deal.select().count()
+
+    @_guarded
+    def deals_ingested_since(self, since_ms: int) -> int:
+        D = self._t.Deal
+        return D.select().where(D.committed_ms >= since_ms).count()
+
+    @_guarded
+    def last_ingested_ms(self) -> int | None:
+        D = self._t.Deal
+        return D.select(peewee.fn.MAX(D.committed_ms)).scalar()
+
+    @_guarded
+    def candidates_waiting(self) -> int:
+        """New ASINs not yet claimed for a peek."""
+        L = self._t.LightDeal
+        return L.select().where(L.state == NEW).count()
+
+    @_guarded
+    def watermark_age_ms(self, now_ms: int) -> int | None:
+        """How far the watermark is behind ``now_ms`` (None before the first scan ends)."""
+        W = self._t.WatermarkRow
+        mark_ms = W.select(W.mark_ms).where(W.id == WATERMARK_ID).scalar()
+        return None if mark_ms is None else now_ms - mark_ms
+
+
+def open_store(database_url: str, **options) -> Store:
+    """Open the database ``database_url`` names, create or migrate its schema, and return its store.
+
+    ``options`` go to :func:`storage.db.open_database` (``busy_timeout_ms`` for SQLite).
+    """
+    db = open_database(database_url, **options)
+    migrate(db)
+    log.info("storage ready: %s", describe(db))
+    return Store(db)

@@ -1,0 +1,294 @@
+"""The durable store on SQLite (a temporary file) and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from dataclasses import asdict
+
+import pytest
+
+from pipeline.commit import DealRecord
+from pipeline.watermark import Watermark
+from storage.db import open_database
+from storage.migrations import LATEST, STEPS, migrate, schema_version
+from storage.models import bind_models
+from storage.store import Store, open_store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/deals.db"
+    return request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture
+def store(database_url):
+    opened = open_store(database_url)
+    yield opened
+    opened.close()
+
+
+def light(store: Store, asin: str) -> dict:
+    t = bind_models(store.db)
+    return t.LightDeal.select().where(t.LightDeal.asin == asin).dicts().get()
+
+
+def record(asin: str = "B000000001", *, committed_ms: int = 5_000, title: str = "Kettle") -> DealRecord:
+    return DealRecord(asin=asin, title=title, price_new=1999, avg90_new=2999, drop_percent=33.34,
+                      sales_rank=1200, offers=4, deal_time_ms=1_000, committed_ms=committed_ms)
+
+
+def run_together(workers: int, target) -> list:
+    """Run ``target(i)`` on ``workers`` threads released at the same instant; re-raise any failure."""
+    barrier = threading.Barrier(workers)
+    results: list = [None] * workers
+    errors: list = []
+
+    def body(i):
+        try:
+            barrier.wait(timeout=10)
+            results[i] = target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+def test_a_new_database_gets_every_step_and_rerunning_migrations_changes_nothing(store):
+    assert schema_version(store.db) == LATEST
+    store.upsert_deal("B000000001", 1_000, 2_000)
+    assert migrate(store.db) == LATEST
+    assert migrate(store.db) == LATEST
+    t = bind_models(store.db)
+    assert t.SchemaVersion.select().count() == len(STEPS)
+    assert store.deals_stored() == 1
+
+
+def _migrate_once(database_url, barrier, versions):
+    barrier.wait(10)
+    db = open_database(database_url)
+    versions.put(migrate(db))
+    db.close()
+
+
+def test_migrations_started_by_several_processes_at_once_apply_each_step_once(database_url):
+    ctx = multiprocessing.get_context("fork")
+    barrier, versions = ctx.Barrier(4), ctx.Queue()
+    processes = [ctx.Process(target=_migrate_once, args=(database_url, barrier, versions)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(30)
+    assert [process.exitcode for process in processes] == [0] * 4
+    assert sorted(versions.get(timeout=5) for _ in processes) == [LATEST] * 4
+    db = open_database(database_url)
+    assert bind_models(db).SchemaVersion.select().count() == len(STEPS)
+    db.close()
+
+
+def test_a_new_step_is_applied_once_on_the_next_start(store):
+    calls = []
+    steps = [*STEPS, (LATEST + 1, "a later change", lambda db, t: calls.append(db))]
+    assert migrate(store.db, steps) == LATEST + 1
+    assert migrate(store.db, steps) == LATEST + 1
+    assert len(calls) == 1
+
+
+# -- light records and candidates -----------------------------------------------------------------
+
+def test_upserting_a_deal_again_writes_the_same_row_never_a_duplicate(store):
+    assert store.upsert_deal("B000000001", 1_000, 10_000) is True
+    assert store.upsert_deal("B000000001", 1_000, 10_000) is False
+    assert store.upsert_deal("B000000001", 900, 11_000) is False
+    assert store.deals_stored() == 1
+    assert store.candidates_waiting() == 1
+    row = light(store, "B000000001")
+    assert (row["deal_time_ms"], row["first_seen_ms"], row["last_seen_ms"], row["state"]) == \
+        (1_000, 10_000, 11_000, "new")
+
+
+def test_a_newer_deal_time_refreshes_the_light_record(store):
+    store.upsert_deal("B000000001", 1_000, 10_000)
+    store.upsert_deal("B000000001", 3_000, 12_000)
+    assert light(store, "B000000001")["deal_time_ms"] == 3_000
+
+
+def test_a_deal_seen_again_after_its_verdict_is_not_a_candidate_again(store):
+    store.upsert_deal("B000000001", 1_000, 10_000)
+    assert store.take_candidates(1, 11_000) == ["B000000001"]
+    store.record_verdict("B000000001", False, "drop below 20%", 12_000)
+    assert store.upsert_deal("B000000001", 2_000, 13_000) is False
+    assert store.take_candidates(5, 14_000) == []
+    assert light(store, "B000000001")["state"] == "rejected"
+    assert light(store, "B000000001")["reason"] == "drop below 20%"
+
+
+def test_candidates_are_handed_out_oldest_first_and_never_twice(store):
+    for i in range(5):
+        store.upsert_deal(f"B00000000{i}", 1_000, 10_000 + i)
+    assert store.take_candidates(2, 20_000) == ["B000000000", "B000000001"]
+    assert store.take_candidates(2, 20_000) == ["B000000002", "B000000003"]
+    assert store.take_candidates(9, 20_000) == ["B000000004"]
+    assert store.take_candidates(9, 20_000) == []
+    assert store.take_candidates(0, 20_000) == []
+    assert store.candidates_waiting() == 0
+    assert light(store, "B000000000")["claimed_ms"] == 20_000
+
+
+def test_concurrent_workers_never_claim_the_same_candidate(store):
+    asins = [f"B{i:09d}" for i in range(120)]
+    for i, asin in enumerate(asins):
+        store.upsert_deal(asin, 1_000, 10_000 + i)
+
+    def worker(i):
+        claimed = []
+        try:
+            while batch := store.take_candidates(3, 20_000 + i):
+                claimed.extend(batch)
+        finally:
+            store.close()  # this thread's connection
+        return claimed
+
+    results = run_together(4, worker)
+    claimed = [asin for batch in results for asin in batch]
+    assert len(claimed) == len(set(claimed)) == len(asins)
+    assert store.candidates_waiting() == 0
+
+
+def _claim_in_a_child(store, claims):
+    claims.put(store.take_candidates(5, 30_000))
+    store.close()
+
+
+def test_a_store_used_after_a_fork_opens_its_own_connection(store):
+    store.upsert_deal("B000000001", 1_000, 10_000)
+    assert store.candidates_waiting() == 1  # the parent's connection is open now
+    ctx = multiprocessing.get_context("fork")
+    claims = ctx.Queue()
+    child = ctx.Process(target=_claim_in_a_child, args=(store, claims))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert claims.get(timeout=5) == ["B000000001"]
+    assert store.candidates_waiting() == 0
+    assert store.upsert_deal("B000000002", 1_000, 31_000) is True
+
+
+def test_a_released_candidate_goes_back_to_its_place_in_line(store):
+    for i in range(3):
+        store.upsert_deal(f"B00000000{i}", 1_000, 10_000 + i)
+    assert store.take_candidates(1, 20_000) == ["B000000000"]
+    assert store.release_candidate("B000000000") is True
+    assert store.release_candidate("B000000000") is False
+    assert store.take_candidates(1, 21_000) == ["B000000000"]
+
+
+def test_claims_of_a_crashed_worker_go_back_to_new_after_the_timeout(store):
+    store.upsert_deal("B000000001", 1_000, 10_000)
+    store.upsert_deal("B000000002", 1_000, 10_001)
+    store.take_candidates(1, 20_000)
+    store.take_candidates(1, 50_000)
+    assert store.requeue_stale_claims(60_000, 60_000) == 0
+    assert store.requeue_stale_claims(60_000, 80_001) == 1
+    assert store.take_candidates(5, 80_002) == ["B000000001"]
+    assert store.requeue_stale_claims(60_000, 200_000) == 2
+
+
+def test_a_verdict_takes_a_candidate_out_of_line_and_never_undoes_a_commit(store):
+    store.upsert_deal("B000000001", 1_000, 10_000)
+    store.take_candidates(1, 11_000)
+    store.record_verdict("B000000001", True, "drop 33%", 12_000)
+    assert light(store, "B000000001")["state"] == "viable"
+    assert light(store, "B000000001")["claimed_ms"] is None
+    store.store_deal(record("B000000001"))
+    store.record_verdict("B000000001", True, "drop 33%", 13_000)  # a repeated message
+    assert light(store, "B000000001")["state"] == "committed"
+    store.record_verdict("B000000404", False, "never seen", 13_000)
+    assert store.deals_stored() == 1
+
+
+# -- committed deals ------------------------------------------------------------------------------
+
+def test_storing_a_deal_again_writes_the_same_row(store):
+    store.upsert_deal("B000000001", 1_000, 2_000)
+    assert store.store_deal(record()) is True
+    assert store.store_deal(record()) is False
+    assert store.deals_ingested() == 1
+    assert store.deals_stored() == 1
+    assert light(store, "B000000001")["state"] == "committed"
+    t = bind_models(store.db)
+    assert list(t.Deal.select().dicts()) == [{**asdict(record()), "drop_percent": pytest.approx(33.34)}]
+
+
+def test_a_late_older_commit_does_not_overwrite_a_newer_one(store):
+    store.store_deal(record(committed_ms=9_000, title="newer"))
+    store.store_deal(record(committed_ms=5_000, title="older"))
+    t = bind_models(store.db)
+    assert t.Deal.select(t.Deal.title).scalar() == "newer"
+    assert store.last_ingested_ms() == 9_000
+
+
+def test_storing_a_deal_never_upserted_creates_its_light_record(store):
+    assert store.store_deal(record("B000000009")) is True
+    assert light(store, "B000000009")["state"] == "committed"
+    assert store.candidates_waiting() == 0
+
+
+# -- the watermark --------------------------------------------------------------------------------
+
+def test_the_watermark_is_stored_beside_the_deals_and_survives_a_restart(store, database_url):
+    assert store.load_watermark() == Watermark()
+    saved = store.advance_watermark(Watermark(mark_ms=None, scan_top_ms=7_000, next_page=3), 8_000)
+    assert saved == Watermark(mark_ms=None, scan_top_ms=7_000, next_page=3)
+    store.advance_watermark(Watermark(mark_ms=7_000), 9_000)
+    reopened = open_store(database_url)
+    assert reopened.load_watermark() == Watermark(mark_ms=7_000)
+    reopened.close()
+
+
+def test_the_watermark_never_moves_backwards_when_messages_arrive_out_of_order(store):
+    store.advance_watermark(Watermark(mark_ms=7_000), 9_000)
+    assert store.advance_watermark(Watermark(mark_ms=5_000, scan_top_ms=6_000, next_page=2), 9_500) == \
+        Watermark(mark_ms=7_000)
+    assert store.advance_watermark(Watermark(mark_ms=None, scan_top_ms=6_000, next_page=1), 9_600) == \
+        Watermark(mark_ms=7_000)
+    scanning = Watermark(mark_ms=7_000, scan_top_ms=8_000, next_page=1)
+    assert store.advance_watermark(scanning, 10_000) == scanning
+    assert store.advance_watermark(Watermark(mark_ms=8_000), 11_000) == Watermark(mark_ms=8_000)
+    assert store.load_watermark() == Watermark(mark_ms=8_000)
+
+
+# -- counts ---------------------------------------------------------------------------------------
+
+def test_counts_for_status_and_metrics(store):
+    assert (store.deals_stored(), store.deals_ingested(), store.candidates_waiting()) == (0, 0, 0)
+    assert store.last_ingested_ms() is None
+    assert store.watermark_age_ms(10_000) is None
+    for i in range(4):
+        store.upsert_deal(f"B00000000{i}", 1_000, 2_000)
+    store.take_candidates(1, 3_000)
+    store.store_deal(record("B000000002", committed_ms=60_000))
+    store.store_deal(record("B000000003", committed_ms=120_000))
+    store.advance_watermark(Watermark(mark_ms=100_000), 120_000)
+    assert store.deals_stored() == 4
+    assert store.deals_ingested() == 2
+    assert store.deals_ingested_since(60_001) == 1
+    assert store.deals_ingested_since(60_000) == 2
+    assert store.last_ingested_ms() == 120_000
+    assert store.candidates_waiting() == 1
+    assert store.watermark_age_ms(130_000) == 30_000
+    assert all(type(v) is int for v in (store.deals_stored(), store.deals_ingested(), store.last_ingested_ms()))
