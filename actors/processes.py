@@ -33,7 +33,7 @@ def _stop_event() -> threading.Event:
     stop = threading.Event()
 
     def on_signal(signum, _frame):
-        log.info("received signal %d: draining", signum)
+        # no logging here: the handler may interrupt a log write (a reentrant write would raise)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -69,6 +69,7 @@ def run_consumer(settings: Settings, queues, threads: int, *, governor: bool = F
                                   args=("wake", {}), kwargs={}, options={}))
     log.info("consuming %s with %d thread(s)", ",".join(sorted(queues)), threads)
     stop.wait()
+    log.info("stopping: draining the messages in progress")
     worker.stop(timeout=DRAIN_TIMEOUT_MS)
     rt.broker.close()
     return 0

@@ -82,6 +82,8 @@ class KeepaService:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.charged_to_callers_total = 0
+        self.largest_call = 0
+        self.min_balance = self.bucket.balance
         self.rogue_spent_total = 0
         self.requests_total: dict[str, int] = {}
         self._rogue_minutes_done = 0
@@ -145,6 +147,9 @@ class KeepaService:
             if cost and not self.bucket.charge(cost, bucket_ms):
                 return 429, self._body({}, self._envelope(real_ms, 0)), f.slow_ms / 1000
             self.charged_to_callers_total += cost
+            if cost:
+                self.largest_call = max(self.largest_call, cost)
+                self.min_balance = min(self.min_balance, self.bucket.balance)
             envelope = self._envelope(real_ms, cost)
             feed_minutes = bucket_ms / REFILL_PERIOD_MS
         if garbage:
@@ -250,6 +255,7 @@ class KeepaService:
                     "spent_total": b.spent_total, "refused_total": b.refused_total,
                     "lost_at_cap_total": b.lost_at_cap_total, "rogue_spent_total": self.rogue_spent_total,
                     "charged_to_callers_total": self.charged_to_callers_total,
+                    "min_balance": self.min_balance, "largest_call": self.largest_call,
                     "requests_total": dict(self.requests_total), "faults": asdict(self.faults)}
 
 

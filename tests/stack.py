@@ -1,0 +1,118 @@
+"""A real keepa-deals stack for integration tests: real redis-server (with an append-only file, so a
+restart keeps the queues), the embedded Keepa server over HTTP, SQLite, and the governor, worker and
+scheduler as separate OS processes running real Dramatiq workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from actors.ledger import Ledger
+from keepa_api.server import FakeKeepa
+from storage.store import open_store
+from tests.services import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DurableRedis(RedisServer):
+    """redis-server with appendfsync always: what a restart must not lose, it does not lose."""
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", self.workdir, "--logfile", self.logfile],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from tests.services import wait_until
+        wait_until(self._answers_ping, f"redis-server on port {self.port}")
+
+
+def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every_s)
+
+
+class Stack:
+    def __init__(self, workdir: Path, *, minute_s: float = 0.5, refill_per_minute: int = 20, **keepa):
+        self.workdir = workdir
+        self.redis_server = DurableRedis(str(workdir))
+        self.redis_server.start()
+        self.keepa = FakeKeepa(refill_per_minute=refill_per_minute, minute_seconds=minute_s, **keepa)
+        self.keepa_url = self.keepa.start()
+        self.db_url = f"sqlite:///{workdir}/deals.db"
+        self.env = {**os.environ, "REDIS_URL": self.redis_server.url, "DATABASE_URL": self.db_url,
+                    "KEEPA_API_URL": self.keepa_url, "KEEPA_MINUTE_SECONDS": str(minute_s),
+                    "METRICS_PORT": str(free_port()), "LOG_LEVEL": "INFO", "KEEPA_API_KEY": "canary-key-7f3a9c"}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.redis = redis.Redis.from_url(self.redis_server.url)
+        self._store = None
+
+    # -- processes ------------------------------------------------------------------------------
+    def start(self, role: str, name: str | None = None, *extra: str) -> subprocess.Popen:
+        name = name or role
+        with open(self.workdir / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "keepa_deals.cli", role, *extra], cwd=ROOT,
+                                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start_all(self) -> None:
+        for role in ("governor", "worker", "scheduler"):
+            self.start(role)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def terminate(self, name: str, timeout_s: float = 20) -> int:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout_s)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            try:
+                self.terminate(name, timeout_s=15)
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+        self.keepa.stop()
+        self.redis_server.stop()
+
+    # -- what tests look at ---------------------------------------------------------------------
+    @property
+    def store(self):
+        if self._store is None:
+            self._store = open_store(self.db_url)
+        return self._store
+
+    def snapshot(self) -> dict | None:
+        return Ledger(self.redis).read_snapshot()
+
+    def pending_ids(self) -> set[str]:
+        return {k.decode() for k in self.redis.hkeys("keepa-deals:governor:pending")}
+
+    def in_flight_ids(self) -> set[str]:
+        return {k.decode() for k in self.redis.hkeys("keepa-deals:governor:inflight")}
+
+    def ingested(self) -> int:
+        return self.store.deals_ingested()

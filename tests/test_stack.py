@@ -1,0 +1,167 @@
+"""The real stack: redis-server, Dramatiq worker processes, the embedded Keepa server over HTTP.
+
+Every wait here is a bounded poll of an observable state, never a sleep standing in for time.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from dramatiq import Message
+
+from tests.stack import ROOT, Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(tmp_path):
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def keepa_rules_held(stack):
+    books = stack.keepa.books()
+    assert books["min_balance"] >= -books["largest_call"], books
+    return books
+
+
+def test_the_stack_ingests_deals_end_to_end(stack):
+    stack.start_all()
+    wait_for(lambda: stack.ingested() >= 20, 90, "20 deals ingested")
+    snap = stack.snapshot()
+    assert snap["grants_total"]["upsert"] >= 1 and snap["grants_total"]["commit"] >= 20
+    keepa_rules_held(stack)
+    assert "canary-key-7f3a9c" not in "".join(stack.log(n) for n in ("governor", "worker", "scheduler"))
+
+
+def test_sigterm_drains_and_exits_cleanly(stack):
+    stack.start_all()
+    wait_for(lambda: stack.ingested() >= 5, 90, "5 deals ingested")
+    for name in ("worker", "scheduler", "governor"):
+        assert stack.terminate(name) == 0, stack.log(name)
+
+
+def test_a_killed_worker_mid_commit_loses_nothing_and_ingestion_resumes(stack):
+    stack.start_all()
+    wait_for(lambda: stack.ingested() >= 5, 90, "5 deals ingested")
+    stack.keepa.set_faults(slow_ms=1500)            # calls now take 1.5 s: kill one in the middle
+    wait_for(lambda: stack.snapshot()["in_flight"]["commit"] + stack.snapshot()["in_flight"]["peek"] > 0,
+             30, "a call in flight")
+    before = stack.ingested()
+    stack.kill("worker")
+    stack.keepa.set_faults(slow_ms=0)
+    stack.start("worker", "worker2")
+    wait_for(lambda: stack.ingested() >= before + 10, 120, "10 more deals after the kill")
+    wait_for(lambda: not stack.in_flight_ids() or stack.ingested() >= before + 20, 180,
+             "the killed worker's grants to settle (redelivered or resent)")
+    keepa_rules_held(stack)
+
+
+def test_a_killed_governor_loses_no_request_and_grants_none_twice(tmp_path):
+    stack = Stack(tmp_path, refill_per_minute=5, start_tokens=0)   # a starved plan: requests pile up
+    try:
+        stack.start_all()
+        wait_for(lambda: len(stack.pending_ids()) >= 3, 90, "requests waiting at the governor")
+        waiting = stack.pending_ids()
+        granted_before = sum(stack.snapshot()["grants_total"].values())
+        stack.kill("governor")
+        survivors = waiting & stack.pending_ids()
+        assert survivors, "the killed governor's pending requests must still be in Redis"
+        stack.start("governor", "governor2")
+        wait_for(lambda: sum(stack.snapshot()["grants_total"].values()) > granted_before + len(survivors), 120,
+                 "grants after the restart")
+        # every request that waited was granted at most once: it left the pending set and is in flight
+        # or done, never granted while still pending
+        assert not (stack.pending_ids() & stack.in_flight_ids())
+        assert "took the lease" in stack.log("governor2")
+        keepa_rules_held(stack)
+    finally:
+        stack.close()
+
+
+def test_a_second_governor_stands_by(stack):
+    stack.start_all()
+    wait_for(lambda: stack.snapshot() is not None, 60, "the first governor's snapshot")
+    leader = stack.snapshot()["leader"]["id"]
+    stack.start("governor", "governor2")
+    wait_for(lambda: "stands by" in stack.log("governor2"), 60, "the second governor to stand by")
+    wait_for(lambda: stack.ingested() >= 10, 90, "ingestion with two governors running")
+    assert stack.snapshot()["leader"]["id"] == leader
+    assert "took the lease" not in stack.log("governor2")
+
+
+def test_redis_restart_loses_nothing_and_ingestion_resumes(stack):
+    stack.start_all()
+    wait_for(lambda: stack.ingested() >= 5, 90, "5 deals ingested")
+    stack.redis_server.stop()      # SIGTERM: the append-only file is already fsynced
+    stored = stack.ingested()
+    stack.redis_server.start()
+    wait_for(lambda: stack.ingested() >= stored + 10, 120, "10 more deals after the Redis restart")
+
+
+@pytest.mark.parametrize("queue,actor,args", [
+    ("governor", "keepa_governor", ("request", {"id": 7})),
+    ("governor", "keepa_governor", ("explode", {})),
+    ("upsert", "keepa_upsert", ("g1", {"page": "zero"})),
+    ("peek", "keepa_peek", ("g2", {"asins": ["short"]})),
+    ("commit", "keepa_commit", ("g3", "not an object")),
+])
+def test_a_malformed_message_is_dropped_with_a_clear_error(stack, queue, actor, args):
+    stack.start_all()
+    wait_for(lambda: stack.ingested() >= 3, 90, "3 deals ingested")
+    from actors.broker import make_broker
+
+    broker = make_broker(stack.redis_server.url)
+    broker.enqueue(Message(queue_name=queue, actor_name=actor, args=args, kwargs={}, options={}))
+    broker.close()
+    name = "governor" if queue == "governor" else "worker"
+    wait_for(lambda: "MalformedMessage" in stack.log(name), 30, "the malformed message to be reported")
+    before = stack.ingested()
+    wait_for(lambda: stack.ingested() > before, 90, "ingestion to go on")
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("REDIS_URL", "http://nowhere"),
+    ("DATABASE_URL", "mysql://x"),
+    ("KEEPA_DOMAIN", "99"),
+    ("METRICS_PORT", "eighty"),
+    ("KEEPA_MINUTE_SECONDS", "-1"),
+])
+def test_a_bad_setting_fails_at_start_naming_the_variable(variable, value, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", variable: value, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    env[variable] = value
+    result = subprocess.run([sys.executable, "-m", "keepa_deals.cli", "governor"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert variable in result.stderr and "Traceback" not in result.stderr
+
+
+def test_redis_absent_at_start_is_reported_and_retried(tmp_path):
+    from tests.services import free_port
+
+    env = {"PATH": "/usr/bin:/bin", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "KEEPA_API_URL": "http://127.0.0.1:9"}
+    proc = subprocess.Popen([sys.executable, "-m", "keepa_deals.cli", "worker"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = wait_for(lambda: proc.stdout.readline(), 30, "a log line")
+        assert "does not answer" in line and "retrying" in line
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
+def test_status_json_reports_the_running_stack(stack):
+    stack.start_all()
+    wait_for(lambda: stack.ingested() >= 3, 90, "3 deals ingested")
+    out = subprocess.run([sys.executable, "-m", "keepa_deals.cli", "status", "--json"], cwd=ROOT, env=stack.env,
+                         capture_output=True, text=True, timeout=60)
+    doc = json.loads(out.stdout)
+    for key in ("deals_stored", "deals_ingested", "tokens_balance", "recharge_active", "pending"):
+        assert key in doc
+    assert doc["deals_ingested"] >= 3 and set(doc["pending"]) == {"upsert", "commit", "peek"}
