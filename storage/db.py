@@ -6,7 +6,7 @@
     postgresql://user:password@host:port/name[?sslmode=...]   (``postgres://`` too)
 
 SQLite runs in WAL mode (readers never block the writer) with a busy timeout, foreign keys on,
-``synchronous=normal`` (durable with WAL) and ``BEGIN IMMEDIATE`` transactions, so concurrent writers
+``synchronous=normal`` (durable with WAL) and ``BEGIN IMMEDIATE`` write transactions, so concurrent writers
 queue on the busy timeout instead of failing on a lock upgrade. The SQLite file's folder is created.
 
 A bad URL raises :class:`ConfigError` naming ``DATABASE_URL``; a database that cannot be reached or
@@ -93,8 +93,7 @@ def _sqlite(path: str, busy_timeout_ms: int) -> peewee.SqliteDatabase:
         "synchronous": "normal",
     }
     # sqlite3's own timeout (seconds) installs the same busy handler; keep both consistent.
-    return peewee.SqliteDatabase(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000,
-                                 lock_type="IMMEDIATE", autoconnect=True)
+    return peewee.SqliteDatabase(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000, autoconnect=True)
 
 
 def _postgres(url: str) -> peewee.PostgresqlDatabase:
@@ -120,6 +119,13 @@ def _postgres(url: str) -> peewee.PostgresqlDatabase:
     return peewee.PostgresqlDatabase(name, autoconnect=True, **params)
 
 
+def write_transaction(db: peewee.Database):
+    """``db.atomic()``; on SQLite ``BEGIN IMMEDIATE``, so a read-then-write never fails on a lock upgrade."""
+    if isinstance(db, peewee.SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
+
+
 def password_of(db: peewee.Database) -> str | None:
     return db.connect_params.get("password") if isinstance(db, peewee.PostgresqlDatabase) else None
 
@@ -136,10 +142,18 @@ def storage_error(db: peewee.Database, exc: BaseException, doing: str) -> Storag
     return kind(f"{describe(db)} {what} while {doing}: {text}")
 
 
-def drop_connection(db: peewee.Database) -> None:
-    """Forget this thread's connection after a failure so the next call opens a fresh one."""
-    try:
-        db.close()
-    except Exception:  # a dead connection may fail to close; it is gone either way
-        log.debug("closing a failed connection to %s raised", describe(db), exc_info=True)
+def drop_connection(db: peewee.Database, *, close: bool = True) -> None:
+    """Forget this thread's connection so the next call opens a fresh one.
+
+    ``close=False`` after a fork: the connection belongs to the parent, so it is dropped unclosed.
+    """
+    if close:
+        try:
+            db.close()
+            return
+        except Exception:  # a dead connection may fail to close; it is gone either way
+            log.debug("closing a failed connection to %s raised", describe(db), exc_info=True)
+    if hasattr(db, "dispose"):  # peewee 4
         db.dispose()
+    else:
+        db._state.reset()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import peewee
 
-from storage.db import describe, drop_connection, storage_error
+from storage.db import describe, drop_connection, storage_error, write_transaction
 from storage.models import WATERMARK_ID, Tables, bind_models
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def migrate(db: peewee.Database, steps: list[Step] | None = None) -> int:
     steps = STEPS if steps is None else steps
     t = bind_models(db)
     try:
-        with db.atomic():
+        with write_transaction(db):
             if isinstance(db, peewee.PostgresqlDatabase):
                 db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
             db.create_tables([t.SchemaVersion], safe=True)

@@ -21,7 +21,7 @@ import peewee
 
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
-from storage.db import describe, drop_connection, open_database, storage_error
+from storage.db import describe, drop_connection, open_database, storage_error, write_transaction
 from storage.migrations import migrate
 from storage.models import COMMITTED, NEW, PEEKING, REJECTED, VIABLE, WATERMARK_ID, bind_models
 
@@ -35,7 +35,7 @@ def _guarded(method):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         if self._pid != os.getpid():  # forked (dramatiq worker processes): never share the parent's socket
-            self.db.dispose()
+            drop_connection(self.db, close=False)
             self._pid = os.getpid()
         try:
             return method(self, *args, **kwargs)
@@ -73,7 +73,7 @@ class Store:
     def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int) -> bool:
         """Store or refresh the light record; True if the ASIN was never seen (it becomes a candidate)."""
         L = self._t.LightDeal
-        with self.db.atomic():
+        with write_transaction(self.db):
             inserted = (L.insert(asin=asin, deal_time_ms=deal_time_ms, first_seen_ms=now_ms,
                                  last_seen_ms=now_ms, state=NEW, reason="")
                         .on_conflict_ignore().as_rowcount().execute())
@@ -89,11 +89,11 @@ class Store:
         if n <= 0:
             return []
         L = self._t.LightDeal
-        with self.db.atomic():
+        with write_transaction(self.db):
             query = (L.select(L.asin).where(L.state == NEW)
                      .order_by(L.first_seen_ms, L.asin).limit(n))
             if self._postgres:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
-                query = query.for_update(skip_locked=True)
+                query = query.for_update("FOR UPDATE SKIP LOCKED")
             asins = [asin for (asin,) in query.tuples()]
             if asins:
                 (L.update(state=PEEKING, claimed_ms=now_ms)
@@ -104,7 +104,7 @@ class Store:
     def release_candidate(self, asin: str) -> bool:
         """Give a claimed ASIN back (state ``new``, its place in line kept); False if it was not claimed."""
         L = self._t.LightDeal
-        with self.db.atomic():
+        with write_transaction(self.db):
             changed = (L.update(state=NEW, claimed_ms=None)
                        .where(L.asin == asin, L.state == PEEKING).execute())
         return bool(changed)
@@ -113,7 +113,7 @@ class Store:
     def requeue_stale_claims(self, older_than_ms: int, now_ms: int) -> int:
         """Return claims older than ``older_than_ms`` (a crashed worker's) to ``new``; how many."""
         L = self._t.LightDeal
-        with self.db.atomic():
+        with write_transaction(self.db):
             count = (L.update(state=NEW, claimed_ms=None)
                      .where(L.state == PEEKING, L.claimed_ms < now_ms - older_than_ms).execute())
         if count:
@@ -124,7 +124,7 @@ class Store:
     def record_verdict(self, asin: str, viable: bool, reason: str, now_ms: int) -> None:
         """Record the peek verdict; a committed deal keeps its state (a late repeat changes nothing)."""
         L = self._t.LightDeal
-        with self.db.atomic():
+        with write_transaction(self.db):
             changed = (L.update(state=VIABLE if viable else REJECTED, reason=reason, claimed_ms=None,
                                 last_seen_ms=_greatest(L.last_seen_ms, now_ms))
                        .where(L.asin == asin, L.state != COMMITTED).execute())
@@ -141,7 +141,7 @@ class Store:
         """
         D, L = self._t.Deal, self._t.LightDeal
         fields = asdict(record)
-        with self.db.atomic():
+        with write_transaction(self.db):
             inserted = D.insert(**fields).on_conflict_ignore().as_rowcount().execute()
             if not inserted:
                 newer = {k: v for k, v in fields.items() if k != "asin"}
@@ -178,7 +178,7 @@ class Store:
             fresh = W.mark_ms.is_null()
         else:
             fresh = W.mark_ms.is_null() | (W.mark_ms <= watermark.mark_ms)
-        with self.db.atomic():
+        with write_transaction(self.db):
             changed = (W.update(mark_ms=watermark.mark_ms, scan_top_ms=watermark.scan_top_ms,
                                 next_page=watermark.next_page, updated_ms=now_ms)
                        .where(W.id == WATERMARK_ID, fresh).execute())
