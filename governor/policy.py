@@ -64,6 +64,7 @@ class Governor:
         self.external_tokens = 0
         self.rejections_total = 0
         self.learned_cap = 10**12  # lowered when Keepa shows a smaller cap than 60 x rate
+        self.nominal_cap = self.cap
         self._cap_candidate: int | None = None
         self.lost_at_cap_while_waiting = 0
         self.tokens_by_class = dict.fromkeys(CLASSES, 0)
@@ -121,7 +122,8 @@ class Governor:
         drift = grant.balance_before - before_call
         if drift <= 0:
             return
-        if before_call == self._cap_candidate and before_call < self.cap:
+        plausible = self.nominal_cap // 2 <= before_call < self.cap  # an empty bucket is no ceiling
+        if plausible and before_call == self._cap_candidate:
             self.learned_cap = before_call
             self.cap = before_call
         else:
@@ -149,7 +151,7 @@ class Governor:
         self.synced = True
         self.last_sync_ms = envelope.timestamp_ms
         self.rate = envelope.refill_rate
-        cap = self.cfg.max_tokens or CAP_MINUTES * envelope.refill_rate
+        cap = self.nominal_cap = self.cfg.max_tokens or CAP_MINUTES * envelope.refill_rate
         if envelope.tokens_left > self.learned_cap:
             self.learned_cap = envelope.tokens_left
         self.cap = min(cap, self.learned_cap)
@@ -258,11 +260,12 @@ class Governor:
             self.credit[cls] = min(ceiling, self.credit[cls] + portion)
 
     def _impossible(self, req: Request) -> Rejection | None:
+        """Only the plan's stated size decides this: a learned cap is a guess and may be low."""
         estimate = self.estimate(req)
-        if estimate > self.cap:
+        if self.nominal_cap and estimate > self.nominal_cap:
             return Rejection(req, (
                 f"request {req.id} ({req.cls}, {req.units} unit(s)) is estimated at {estimate} tokens, "
-                f"more than the bucket can ever hold ({self.cap} tokens): it could never be granted; "
+                f"more than the bucket can ever hold ({self.nominal_cap} tokens): it could never be granted; "
                 f"split it into smaller calls"
             ))
         return None

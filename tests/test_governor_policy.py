@@ -170,3 +170,25 @@ def test_config_rejects_bad_values_naming_them():
         GovernorConfig(weights={UPSERT: 1, COMMIT: 0, PEEK: 1})
     with pytest.raises(ValueError, match="recharge"):
         GovernorConfig(recharge="sometimes")
+
+
+def test_an_empty_bucket_seen_twice_is_not_mistaken_for_a_tiny_cap():
+    gov = synced(300, rate=5, recharge="off")
+    for n in range(2):
+        gov.sync(env(300, at=n), n)
+        gov.request(Request(f"c{n}", COMMIT), n)
+        grant = gov.decide(n).grants[0]
+        gov.settle(grant.id, env(0, at=n + 1, consumed=0), n + 1)  # Keepa said 0 left, twice
+    assert gov.cap == 300
+    assert gov.request(Request("u9", UPSERT), 5) is None
+
+
+def test_a_cap_below_sixty_refills_is_learned_from_a_repeated_ceiling():
+    gov = synced(270, rate=5, recharge="off")
+    for n in range(2):
+        gov.sync(env(275, at=n * MINUTE, refill_in=MINUTE), n * MINUTE)
+        gov.balance = 300  # the model believed in 60 x rate
+        gov.request(Request(f"p{n}", PEEK), n * MINUTE)
+        grant = gov.decide(n * MINUTE + 1).grants[0]
+        gov.settle(grant.id, env(274, at=n * MINUTE + 2, consumed=1), n * MINUTE + 2)
+    assert gov.cap == 275
