@@ -11,6 +11,8 @@ same values, so they live here and nowhere else.
 
 from __future__ import annotations
 
+import os
+
 from dramatiq.brokers.redis import RedisBroker
 
 HEARTBEAT_TIMEOUT_MS = 15_000
@@ -21,4 +23,9 @@ DEAD_MESSAGE_TTL_MS = 7 * 24 * 3_600_000
 def make_broker(redis_url: str, **overrides) -> RedisBroker:
     options = {"heartbeat_timeout": HEARTBEAT_TIMEOUT_MS, "maintenance_chance": MAINTENANCE_CHANCE,
                "dead_message_ttl": DEAD_MESSAGE_TTL_MS, **overrides}
-    return RedisBroker(url=redis_url, **options)
+    broker = RedisBroker(url=redis_url, **options)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from metrics.dramatiq_seconds import DramatiqSeconds
+
+        broker.add_middleware(DramatiqSeconds())  # Dramatiq's own metrics, in seconds, for /metrics
+    return broker

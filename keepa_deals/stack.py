@@ -87,6 +87,9 @@ def up() -> int:
         else:
             print(f"keepa: talking to {settings.keepa_api_url} with the key from KEEPA_API_KEY")
         VAR.mkdir(exist_ok=True)
+        from metrics.dramatiq_seconds import prepare_multiproc_dir
+
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiproc_dir(VAR / "prometheus"))
         print(f"storage: {settings.database_url}; metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics")
         print("watch it: keepa-deals status   (Ctrl-C stops everything)")
         honcho = Path(sys.executable).with_name("honcho")
