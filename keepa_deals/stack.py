@@ -75,7 +75,12 @@ def _start_fake_keepa(started: list) -> str:
     return url
 
 
+def _exit_on_sigterm(signum, _frame):
+    raise SystemExit(0)  # runs the cleanup below: nothing this launcher started is left behind
+
+
 def up() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = load_settings()
     env = dict(os.environ)
     started: list[subprocess.Popen] = []
