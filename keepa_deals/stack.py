@@ -98,7 +98,9 @@ def up() -> int:
         print(f"storage: {settings.database_url}; metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics")
         print("watch it: keepa-deals status   (Ctrl-C stops everything)")
         honcho = Path(sys.executable).with_name("honcho")
-        return subprocess.call([str(honcho), "-d", str(ROOT), "-f", str(ROOT / "Procfile"), "start"], env=env)
+        procfile = subprocess.Popen([str(honcho), "-d", str(ROOT), "-f", str(ROOT / "Procfile"), "start"], env=env)
+        started.append(procfile)  # stopped first in the cleanup below: the workers drain, then Redis goes
+        return procfile.wait()
     except KeyboardInterrupt:
         return 0
     finally:
@@ -106,6 +108,6 @@ def up() -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(timeout=10)
+                    proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
