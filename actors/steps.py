@@ -133,22 +133,33 @@ class Steps:
             raise MalformedMessage(f"{where}: asins must be a non-empty list of 10-character ASINs")
         return asins
 
+    def _product_call(self, endpoint: str, grant_id: str, payload: dict, asins: list[str]):
+        """Run a /product call for a grant; on failure settle, then set aside or retry, and return None.
+
+        A rejected request (400) will never succeed: its ASINs are set aside with Keepa's reason.
+        A bad key stops the actor (no retry helps); anything else is asked for again."""
+        rt = self.rt
+        call = rt.client.peek if endpoint == "peek" else rt.client.commit
+        try:
+            return call(asins)
+        except RequestRejected as exc:
+            self._failed(grant_id, endpoint, exc)
+            for asin in asins:
+                rt.store.record_verdict(asin, False, f"Keepa rejected the {endpoint}: {exc}", rt.clock_ms())
+            if endpoint == "peek":
+                rt.redis.decr(OUTSTANDING_KEY)
+        except KeepaError as exc:
+            self._failed(grant_id, endpoint, exc)
+            if isinstance(exc, BadKey):
+                raise
+            self._retry(grant_id, payload.get("attempt", 0), endpoint, payload, exc, units=len(asins))
+        return None
+
     def peek(self, grant_id: str, payload: dict) -> None:
         rt = self.rt
         asins = self._asins(payload, "peek")
-        try:
-            batch = rt.client.peek(asins)
-        except RequestRejected as exc:
-            self._failed(grant_id, "peek", exc)
-            for asin in asins:
-                rt.store.record_verdict(asin, False, f"Keepa rejected the peek: {exc}", rt.clock_ms())
-            rt.redis.decr(OUTSTANDING_KEY)
-            return
-        except KeepaError as exc:
-            self._failed(grant_id, "peek", exc)
-            if isinstance(exc, BadKey):
-                raise
-            self._retry(grant_id, payload.get("attempt", 0), "peek", payload, exc, units=len(asins))
+        batch = self._product_call("peek", grant_id, payload, asins)
+        if batch is None:
             return
         now = rt.clock_ms()
         found = {p.asin: p for p in batch.products}
@@ -167,18 +178,8 @@ class Steps:
     def commit(self, grant_id: str, payload: dict) -> None:
         rt = self.rt
         asins = self._asins(payload, "commit")
-        try:
-            batch = rt.client.commit(asins)
-        except RequestRejected as exc:
-            self._failed(grant_id, "commit", exc)
-            for asin in asins:
-                rt.store.record_verdict(asin, False, f"Keepa rejected the commit: {exc}", rt.clock_ms())
-            return
-        except KeepaError as exc:
-            self._failed(grant_id, "commit", exc)
-            if isinstance(exc, BadKey):
-                raise
-            self._retry(grant_id, payload.get("attempt", 0), "commit", payload, exc, units=len(asins))
+        batch = self._product_call("commit", grant_id, payload, asins)
+        if batch is None:
             return
         now = rt.clock_ms()
         for product in batch.products:
