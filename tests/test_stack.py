@@ -165,3 +165,21 @@ def test_status_json_reports_the_running_stack(stack):
     for key in ("deals_stored", "deals_ingested", "tokens_balance", "recharge_active", "pending"):
         assert key in doc
     assert doc["deals_ingested"] >= 3 and set(doc["pending"]) == {"upsert", "commit", "peek"}
+
+
+def test_a_database_unavailable_for_a_while_loses_nothing_and_ingestion_resumes(stack):
+    import sqlite3
+
+    stack.start_all()
+    wait_for(lambda: stack.ingested() >= 5, 90, "5 deals ingested")
+    before = stack.ingested()
+    blocker = sqlite3.connect(stack.db_url.removeprefix("sqlite:///"), timeout=30)
+    blocker.execute("BEGIN EXCLUSIVE")  # nobody else may read or write until we let go
+    try:
+        wait_for(lambda: "unavailable" in stack.log("worker") or "locked" in stack.log("worker"), 60,
+                 "the worker to meet the locked database")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    wait_for(lambda: stack.ingested() >= before + 10, 180, "10 more deals once the database is back")
+    keepa_rules_held(stack)
