@@ -60,13 +60,12 @@ class GovernorHost:
 
     def handle(self, kind: str, body: dict) -> None:
         now = self.clock_ms()
-        if not self.ledger.acquire():
-            self.gov = None
-            log.info("governor %s stands by: %s holds the lease", self.ledger.holder[:8], self.ledger.leader())
-            raise dramatiq.Retry(delay=STANDBY_RETRY_MS)
-        ops = Ops()
-        if self.gov is None:
+        if self.gov is None:  # leading already: the fenced commit renews the lease, no separate call
+            if not self.ledger.acquire():
+                log.info("governor %s stands by: %s holds the lease", self.ledger.holder[:8], self.ledger.leader())
+                raise dramatiq.Retry(delay=STANDBY_RETRY_MS)
             self._take_over(now)
+        ops = Ops()
         handler = {"request": self._request, "settle": self._settle, "wake": self._wake}.get(kind)
         if handler is None:
             raise MalformedMessage(f"governor: unknown message kind {kind!r}")
@@ -159,14 +158,16 @@ class GovernorHost:
                                    args=("wake", {"at_ms": wake}), kwargs={}, options={}), max(1, wake - now)))
         self.host["waits"] = self.waits.to_json()
         ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
-        if not self.ledger.commit(ops):
+        doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS or decision.grants else None
+        if not self.ledger.commit(ops, doc):
             self.gov, self._outbox = None, []
+            log.info("governor %s lost the lease: %s holds it", self.ledger.holder[:8], self.ledger.leader())
             raise dramatiq.Retry(delay=STANDBY_RETRY_MS)  # lost the lease mid-message: send nothing
+        if doc is not None:
+            self._snapshot_ms = now
         for message, delay in outbox:
             self.broker.enqueue(message, delay=delay)
         self._outbox = []
-        if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS or decision.grants:
-            self.write_snapshot(now)
 
     def _grant_message(self, grant, payload) -> Message:
         return Message(queue_name=grant.request.cls, actor_name=ACTOR_FOR[grant.request.cls],
@@ -182,11 +183,14 @@ class GovernorHost:
                             gid, (now - grant.granted_ms) // 1000)
                 outbox.append((self._grant_message(grant, self.payloads.get(gid, {})), None))
 
-    def write_snapshot(self, now: int) -> None:
+    def _snapshot_doc(self, now: int) -> dict:
         doc = snapshot(self.gov, now, self.waits)
         doc["leader"] = {"id": self.ledger.holder, "since_ms": self.host.get("leader_since_ms")}
         doc["calls_total"] = self.host.get("calls_total", {})
         doc["last_error"] = self.host.get("last_error")
-        self.ledger.write_snapshot(doc)
+        return doc
+
+    def write_snapshot(self, now: int) -> None:
+        self.ledger.write_snapshot(self._snapshot_doc(now))
         self._snapshot_ms = now
 

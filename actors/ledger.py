@@ -6,6 +6,8 @@ Keys (prefix ``keepa-deals:governor:``): ``core`` (JSON scalars), ``pending`` an
 
 Every write is one Lua script that first checks the lease: a governor that lost its lease (paused,
 partitioned, a second one started by mistake) can no longer change anything. Fencing, not hope.
+The commit script also takes a lease nobody holds (what :meth:`Ledger.acquire` would do first) and
+writes the snapshot, so a message already led by this process costs one round trip to Redis here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ SNAPSHOT_KEY = PREFIX + "snapshot"
 LEASE_MS = 30_000
 
 _COMMIT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[1])
+if holder ~= false and holder ~= ARGV[1] then return 0 end
 local ops = cjson.decode(ARGV[2])
 if ops.core then redis.call('SET', KEYS[2], ops.core) end
 for _, kv in ipairs(ops.pending_add) do redis.call('HSET', KEYS[3], kv[1], kv[2]) end
@@ -30,7 +33,8 @@ for _, kv in ipairs(ops.inflight_add) do redis.call('HSET', KEYS[4], kv[1], kv[2
 for _, k in ipairs(ops.inflight_del) do redis.call('HDEL', KEYS[4], k) end
 for _, kv in ipairs(ops.done_add) do redis.call('ZADD', KEYS[5], kv[2], kv[1]) end
 if ops.done_before then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.done_before) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
 return 1
 """
 
@@ -80,9 +84,10 @@ class Ledger:
         value = self.redis.get(KEYS[0])
         return value.decode() if value else None
 
-    def commit(self, ops: Ops) -> bool:
-        """Apply ``ops`` only if this process still holds the lease."""
-        return bool(self._commit(keys=KEYS, args=[self.holder, ops.to_json(), self.lease_ms]))
+    def commit(self, ops: Ops, snapshot: dict | None = None) -> bool:
+        """Apply ``ops`` (and write ``snapshot``) only if no other process holds the lease; renew it."""
+        doc = json.dumps(snapshot, separators=(",", ":")) if snapshot is not None else ""
+        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY], args=[self.holder, ops.to_json(), self.lease_ms, doc]))
 
     def load(self) -> tuple[dict | None, list[dict], list[dict], dict[str, int]]:
         pipe = self.redis.pipeline()

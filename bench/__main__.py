@@ -1,6 +1,6 @@
 """Run every benchmark section in one process and print its table.
 
-``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``) runs one section.
+``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``, ``actors``) runs one section.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 SECTIONS = {
     "engine": "bench.engine",   # issue 2: simulator table, policy speed, memory
     "wire": "bench.wire",       # issue 3: decoder speed, embedded server throughput
+    "actors": "bench.actors",   # issue 4: governor through Redis vs BucketRateLimiter, one worker end to end
 }
 
 

@@ -1,0 +1,361 @@
+"""Issue 4's figures: the governor through the real Redis broker, and one worker ingesting end to end.
+
+Run with ``make bench`` (all sections) or ``python -m bench actors``. Everything printed is measured
+in this run on this machine; every server and process started here is stopped on the way out.
+
+1. request -> grant -> settle. A real redis-server, the real governor actor
+   (:class:`actors.governor_actor.GovernorHost` on :class:`actors.ledger.Ledger`, declared by
+   :func:`actors.app.setup`) in a real Dramatiq ``Worker`` in its own process (queue ``governor``,
+   one thread). Client threads in this process each send a ``request`` (class ``commit``), wait for
+   the grant, which a ``keepa_commit`` actor here receives (a real Dramatiq worker), timestamps and
+   settles at once with a plausible envelope. Tokens are plentiful on purpose (``/token`` answers
+   balance 10^6, refill 100,000 a minute; settles report the same), so the governor never waits on
+   tokens: what is measured is the machinery. Side by side, on the same Redis, the same number of
+   threads acquire Dramatiq's own ``BucketRateLimiter`` (``RedisBackend``, limit never reached).
+2. one ``keepa-deals worker`` process (default threads) with the governor and scheduler processes,
+   the embedded Keepa server at a high refill and a big feed, SQLite then PostgreSQL: deals committed
+   a second over a steady window, counted in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CLIENT_THREADS = 8
+WARMUP_S, GOVERNOR_WINDOW_S, LIMITER_WINDOW_S, ALONE_WINDOW_S = 1.0, 6.0, 4.0, 2.0
+WORKER_TIMEOUT_MS = 5                 # the consumers' idle poll ceiling: small, so latency is not poll time
+PLENTY = {"balance": 10**6, "refill_per_minute": 100_000}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- 1. the governor through Redis ------------------------------------------------------------------
+
+class _PlentifulTokens:
+    """The governor's token source (Keepa's free /token), answering a generous envelope."""
+
+    def token(self):
+        from keepa_api.tokens import Envelope
+        return Envelope(int(time.time() * 1000), PLENTY["balance"], 60_000, PLENTY["refill_per_minute"])
+
+
+def _governor_process(redis_url: str, db_url: str, prefetch: int) -> None:
+    """The child: ``keepa-deals governor`` exactly as the Procfile runs it (stopped with SIGTERM),
+    except that its token source answers a plentiful envelope instead of calling Keepa's /token.
+    ``prefetch`` > 0 sets Dramatiq's ``dramatiq_queue_prefetch`` (read when dramatiq is imported)."""
+    if prefetch:
+        os.environ["dramatiq_queue_prefetch"] = str(prefetch)  # noqa: SIM112 - Dramatiq's own spelling
+    from actors import app, processes
+    from keepa_deals.settings import load_settings
+
+    settings = load_settings({"REDIS_URL": redis_url, "DATABASE_URL": db_url, "LOG_LEVEL": "WARNING",
+                              "KEEPA_API_URL": "http://127.0.0.1:9"})
+    app.setup(settings, client=_PlentifulTokens(), with_host=True)   # run_governor reuses this runtime
+    processes.run_governor(settings)
+
+
+class _GrantClient:
+    """Sends requests, receives grants (a real Dramatiq worker here), settles them, times each one."""
+
+    def __init__(self, redis_url: str):
+        import dramatiq
+        from dramatiq import Message
+
+        from actors.broker import make_broker
+        from keepa_api.tokens import Envelope
+
+        self.broker = broker = make_broker(redis_url)
+        self._sent: dict[str, tuple[float, threading.Event]] = {}
+        self.latencies_ms: dict[str, float] = {}
+
+        def settle_body(grant_id: str) -> dict:
+            env = Envelope(int(time.time() * 1000), PLENTY["balance"], 60_000, PLENTY["refill_per_minute"],
+                           tokens_consumed=20)
+            return {"grant_id": grant_id, "endpoint": "commit", "outcome": "ok", "envelope": env.to_json()}
+
+        def keepa_commit(grant_id, payload):
+            arrived = time.perf_counter()
+            broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
+                                   args=("settle", settle_body(grant_id)), kwargs={}, options={}))
+            sent = self._sent.pop(grant_id, None)
+            if sent:
+                self.latencies_ms[grant_id] = (arrived - sent[0]) * 1000
+                sent[1].set()
+
+        dramatiq.actor(keepa_commit, broker=broker, queue_name="commit", actor_name="keepa_commit", max_retries=0)
+        self._message = Message
+        self.worker = dramatiq.Worker(broker, queues={"commit"}, worker_threads=4, worker_timeout=WORKER_TIMEOUT_MS)
+        self.worker.start()
+
+    def request(self, rid: str, timeout_s: float = 10.0) -> float | None:
+        done = threading.Event()
+        self._sent[rid] = (time.perf_counter(), done)
+        body = {"id": rid, "cls": "commit", "units": 1, "payload": {"asins": ["B000000000"]}}
+        self.broker.enqueue(self._message(queue_name="governor", actor_name="keepa_governor",
+                                          args=("request", body), kwargs={}, options={}))
+        return self.latencies_ms.get(rid) if done.wait(timeout_s) else None
+
+    def close(self) -> None:
+        self.worker.stop(timeout=2_000)
+        self.broker.close()
+
+
+def _closed_loop(op, threads: int, seconds: float) -> tuple[float, list[float], int]:
+    """``threads`` threads call ``op(name) -> latency ms | None`` back to back for ``seconds``."""
+    latencies: list[float] = []
+    failures = [0]
+    deadline = time.perf_counter() + seconds
+
+    def run(t: int) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            i += 1
+            ms = op(f"bench:{t}:{i}:{time.monotonic_ns()}")
+            if ms is None:
+                failures[0] += 1
+            else:
+                latencies.append(ms)
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    return len(latencies) / (time.perf_counter() - started), latencies, failures[0]
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _limiter_op(redis_url: str):
+    import redis
+    from dramatiq.rate_limits import BucketRateLimiter
+    from dramatiq.rate_limits.backends import RedisBackend
+
+    backend = RedisBackend(client=redis.Redis.from_url(redis_url))
+    limiter = BucketRateLimiter(backend, "bench-actors", limit=10**9, bucket=1_000)
+
+    def op(_name: str) -> float | None:
+        started = time.perf_counter()
+        with limiter.acquire(raise_on_failure=False) as acquired:
+            took = (time.perf_counter() - started) * 1000
+        return took if acquired else None
+    return op
+
+
+def _summary(rate: float, lat: list[float], failed: int) -> dict:
+    return {"rate": rate, "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99),
+            "mean": statistics.fmean(lat) if lat else float("nan"), "failed": failed}
+
+
+def _governor_run(server, workdir: str, prefetch: int, threads: int) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_governor_process, name="bench-governor",
+                        args=(server.url, f"sqlite:///{workdir}/deals.db", prefetch))
+    client = None
+    server.redis_flush()
+    try:
+        child.start()
+        client = _GrantClient(server.url)
+        if client.request("bench:first", timeout_s=30) is None:   # start, lease, load, /token
+            raise RuntimeError("the governor granted nothing within 30 s")
+        _closed_loop(client.request, threads, WARMUP_S)
+        out = {"loaded": _summary(*_closed_loop(client.request, threads, GOVERNOR_WINDOW_S))}
+        out["alone"] = _summary(*_closed_loop(client.request, 1, ALONE_WINDOW_S))
+        return out
+    finally:
+        if client is not None:
+            client.close()
+        if child.is_alive():
+            child.terminate()
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+                child.join(5)
+
+
+def governor_vs_limiter(threads: int = CLIENT_THREADS) -> dict:
+    from tests.services import RedisServer
+
+    class _Redis(RedisServer):
+        def redis_flush(self) -> None:
+            import redis
+            redis.Redis.from_url(self.url).flushall()
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-actors-") as workdir:
+        server = _Redis(workdir)
+        try:
+            server.start()
+            results["governor"] = _governor_run(server, workdir, 0, threads)
+            results["governor, prefetch 64"] = _governor_run(server, workdir, 64, threads)
+            op = _limiter_op(server.url)
+            _closed_loop(op, threads, WARMUP_S / 2)
+            results["limiter"] = {"loaded": _summary(*_closed_loop(op, threads, LIMITER_WINDOW_S)),
+                                  "alone": _summary(*_closed_loop(op, 1, ALONE_WINDOW_S))}
+        finally:
+            server.stop()
+    return results
+
+
+# -- 2. one worker, end to end ----------------------------------------------------------------------
+
+MINUTE_S = 1.0                 # one Keepa minute lasts a real second: the scheduler ticks every second
+STEADY_AFTER_S, STEADY_WINDOW_S, FIRST_DEAL_TIMEOUT_S = 4.0, 12.0, 45.0
+
+
+class _Stack:
+    """redis-server (AOF, fsync every second, as ``make run``), the embedded Keepa server at a high
+    refill with a big feed, and the governor, one worker and the scheduler as OS processes."""
+
+    def __init__(self, workdir: str, database_url: str):
+        from keepa_api.catalogue import Catalogue
+        from keepa_api.server import FakeKeepa
+        from tests.services import RedisServer, free_port
+
+        self.workdir = workdir
+        self.redis = RedisServer(workdir)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.keepa = None
+        self.redis.start()
+        epoch_ms = int(time.time() * 1000)
+        catalogue = Catalogue(1, start_minute=epoch_ms // 60_000 - 21_564_000, backlog=10_000,
+                              new_per_minute=3_000)
+        self.keepa = FakeKeepa(refill_per_minute=100_000, start_tokens=6_000_000, minute_seconds=MINUTE_S,
+                               epoch_ms=epoch_ms, catalogue=catalogue)
+        self.env = {**os.environ, "REDIS_URL": self.redis.url, "DATABASE_URL": database_url,
+                    "KEEPA_API_URL": self.keepa.start(), "KEEPA_MINUTE_SECONDS": str(MINUTE_S),
+                    "METRICS_PORT": str(free_port()), "LOG_LEVEL": "WARNING", "KEEPA_API_KEY": "bench-key-0000"}
+
+    def start_all(self) -> None:
+        for role in ("governor", "worker", "scheduler"):
+            with open(os.path.join(self.workdir, f"{role}.log"), "ab") as log:
+                self.procs[role] = subprocess.Popen([sys.executable, "-m", "keepa_deals.cli", role], cwd=ROOT,
+                                                    env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                    start_new_session=True)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.keepa is not None:
+            self.keepa.stop()
+        self.redis.stop()
+
+
+def _ingest(database_url: str, workdir: str) -> dict:
+    import redis
+
+    from actors.ledger import Ledger
+    from storage.store import open_store
+
+    stack = _Stack(workdir, database_url)
+    try:
+        store = open_store(database_url)
+        stack.start_all()
+        started = time.monotonic()
+        while store.deals_ingested() == 0:
+            if time.monotonic() - started > FIRST_DEAL_TIMEOUT_S:
+                raise RuntimeError(f"no deal committed within {FIRST_DEAL_TIMEOUT_S:.0f} s; see {workdir}/*.log")
+            time.sleep(0.1)
+        first_s = time.monotonic() - started
+        time.sleep(STEADY_AFTER_S)
+        ledger = Ledger(redis.Redis.from_url(stack.redis.url))
+
+        def look():
+            return store.deals_ingested(), store.deals_stored(), ledger.read_snapshot(), time.monotonic()
+        count0, stored0, snap0, t0 = look()
+        time.sleep(STEADY_WINDOW_S)
+        count1, stored1, snap1, t1 = look()
+        store.close()
+        grants = {c: (snap1["grants_total"][c] - snap0["grants_total"][c]) / (t1 - t0) for c in snap1["grants_total"]}
+        return {"deals_per_s": (count1 - count0) / (t1 - t0), "first_deal_s": first_s,
+                "light_per_s": (stored1 - stored0) / (t1 - t0), "ingested": count1, "grants_per_s": grants,
+                "pending": snap1["pending"], "in_flight": snap1["in_flight"]}
+    finally:
+        stack.close()
+
+
+def ingest_sqlite_and_postgres() -> dict:
+    from tests.services import PostgresServer, ServiceUnavailable
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
+        results["SQLite"] = _ingest(f"sqlite:///{workdir}/deals.db", workdir)
+    try:
+        pg = PostgresServer()
+    except ServiceUnavailable as exc:
+        results["PostgreSQL"] = {"error": str(exc)}
+        return results
+    try:
+        pg.start()
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-pg-") as workdir:
+            results["PostgreSQL"] = _ingest(pg.create_database("bench"), workdir)
+    finally:
+        pg.cleanup()
+    return results
+
+
+def _line(name: str, r: dict, threads: int) -> str:
+    return (f"{name:34} {r['rate']:>7,.0f}/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+            f"mean {r['mean']:6.2f} ms  ({threads} client thread(s), {r['failed']} timed out)")
+
+
+def main() -> None:
+    sides = governor_vs_limiter()
+    lim = sides["limiter"]
+    for name, r in sides.items():
+        label = "BucketRateLimiter acquire" if name == "limiter" else f"{name} req->grant->settle"
+        print(_line(label, r["loaded"], CLIENT_THREADS))
+        print(_line(label, r["alone"], 1))
+    for name in ("governor", "governor, prefetch 64"):
+        g = sides[name]["loaded"]
+        print(f"{name} / limiter at {CLIENT_THREADS} threads: {g['rate'] / lim['loaded']['rate']:.3f} x the rate, "
+              f"{g['p50'] / lim['loaded']['p50']:.1f} x the p50, {g['p99'] / lim['loaded']['p99']:.1f} x the p99")
+    ingest = ingest_sqlite_and_postgres()
+    for db, r in ingest.items():
+        if "error" in r:
+            print(f"one worker, {db}: not measured ({r['error']})")
+            continue
+        grants = ", ".join(f"{c} {v:.0f}/s" for c, v in r["grants_per_s"].items())
+        print(f"one worker, {db:10}: {r['deals_per_s']:6.1f} deals committed/s over {STEADY_WINDOW_S:.0f} s; "
+              f"{r['light_per_s']:.0f} feed deals stored/s; grants {grants}; "
+              f"first deal after {r['first_deal_s']:.1f} s")
+    gov, fast = sides["governor"]["loaded"], sides["governor, prefetch 64"]["loaded"]
+    print("\n| figure | target | measured |\n|---|---|---|")
+    print(f"| governor grants/s, {CLIENT_THREADS} client threads (prefetch 2 / 64) | >= 1,000 | "
+          f"{gov['rate']:,.0f} / {fast['rate']:,.0f} |")
+    print(f"| governor request-to-grant p50 / p99 (prefetch 2) | p99 < 20 ms | "
+          f"{gov['p50']:.1f} / {gov['p99']:.1f} ms |")
+    print(f"| governor request-to-grant p50 / p99, 1 thread | - | {sides['governor']['alone']['p50']:.1f} / "
+          f"{sides['governor']['alone']['p99']:.1f} ms |")
+    print(f"| BucketRateLimiter acquisitions/s, p50 / p99 | - | {lim['loaded']['rate']:,.0f}, "
+          f"{lim['loaded']['p50']:.2f} / {lim['loaded']['p99']:.2f} ms |")
+    print(f"| governor / limiter rate (prefetch 2 / 64) | - | {gov['rate'] / lim['loaded']['rate']:.3f} / "
+          f"{fast['rate'] / lim['loaded']['rate']:.3f} |")
+    for db, r in ingest.items():
+        print(f"| one worker, deals committed/s, {db} | >= 200 | "
+              f"{'n/a' if 'error' in r else format(r['deals_per_s'], '.0f')} |")
+
+
+if __name__ == "__main__":
+    main()
