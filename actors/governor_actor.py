@@ -58,24 +58,47 @@ class GovernorHost:
         log.info("governor %s took the lease: %d pending, %d in flight, balance %s",
                  self.ledger.holder[:8], self.gov.pending(), len(self.gov.in_flight), self.gov.balance)
 
-    def handle(self, kind: str, body: dict) -> None:
-        now = self.clock_ms()
+    def begin(self, now: int) -> bool:
+        """Make sure this process leads and holds the state; False means stand by."""
         if self.gov is None:  # leading already: the fenced commit renews the lease, no separate call
             if not self.ledger.acquire():
-                log.info("governor %s stands by: %s holds the lease", self.ledger.holder[:8], self.ledger.leader())
-                raise dramatiq.Retry(delay=STANDBY_RETRY_MS)
+                return False
             self._take_over(now)
-        ops = Ops()
+        return True
+
+    def apply(self, kind: str, body: dict, now: int, ops: Ops) -> None:
+        """Apply one message to the policy in memory; nothing is written until :meth:`finish`."""
         handler = {"request": self._request, "settle": self._settle, "wake": self._wake}.get(kind)
         if handler is None:
             raise MalformedMessage(f"governor: unknown message kind {kind!r}")
+        handler(body, now, ops)
+
+    def finish(self, now: int, ops: Ops) -> bool:
+        """Decide, write what changed under the lease, then send. False: the lease was lost."""
         try:
-            handler(body, now, ops)
-            self._decide(now, ops)
+            return self._decide(now, ops)
         except BaseException:
-            # nothing was written: forget the in-memory state and reload it with the next message
-            self.gov, self._outbox = None, []
+            self.forget()
             raise
+
+    def forget(self) -> None:
+        """Drop the in-memory state (nothing unwritten survives); it is reloaded from Redis."""
+        self.gov, self._outbox = None, []
+
+    def handle(self, kind: str, body: dict) -> None:
+        """One message, the Dramatiq-actor way (the governor process uses the batch loop)."""
+        now = self.clock_ms()
+        if not self.begin(now):
+            log.info("governor %s stands by: %s holds the lease", self.ledger.holder[:8], self.ledger.leader())
+            raise dramatiq.Retry(delay=STANDBY_RETRY_MS)
+        ops = Ops()
+        try:
+            self.apply(kind, body, now, ops)
+        except BaseException:
+            self.forget()
+            raise
+        if not self.finish(now, ops):
+            raise dramatiq.Retry(delay=STANDBY_RETRY_MS)
 
     # -- messages -------------------------------------------------------------------------------
     def _request(self, body, now, ops) -> None:
@@ -137,7 +160,7 @@ class GovernorHost:
         log.warning("rejected %s: %s", rid, rejection.reason)
 
     # -- the decision ---------------------------------------------------------------------------
-    def _decide(self, now: int, ops: Ops) -> None:
+    def _decide(self, now: int, ops: Ops) -> bool:
         decision = self.gov.decide(now)
         for rejection in decision.rejections:
             self._reject(rejection, self.payloads.pop(rejection.request.id, {}), ops)
@@ -160,14 +183,15 @@ class GovernorHost:
         ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
         doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS or decision.grants else None
         if not self.ledger.commit(ops, doc):
-            self.gov, self._outbox = None, []
+            self.forget()
             log.info("governor %s lost the lease: %s holds it", self.ledger.holder[:8], self.ledger.leader())
-            raise dramatiq.Retry(delay=STANDBY_RETRY_MS)  # lost the lease mid-message: send nothing
+            return False  # lost the lease mid-message: send nothing
         if doc is not None:
             self._snapshot_ms = now
         for message, delay in outbox:
             self.broker.enqueue(message, delay=delay)
         self._outbox = []
+        return True
 
     def _grant_message(self, grant, payload) -> Message:
         return Message(queue_name=grant.request.cls, actor_name=ACTOR_FOR[grant.request.cls],

@@ -76,7 +76,17 @@ def run_consumer(settings: Settings, queues, threads: int, *, governor: bool = F
 
 
 def run_governor(settings: Settings) -> int:
-    return run_consumer(settings, ("governor",), 1, governor=True)
+    """The governor: its own batch loop (see :mod:`actors.governor_loop`), not a Dramatiq worker."""
+    from actors.governor_loop import GovernorLoop
+
+    stop = _stop_event()
+    if not wait_for_redis(settings.redis_url, stop):
+        return 0
+    rt = setup(settings, with_host=True)
+    log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
+    GovernorLoop(rt, stop).run()
+    rt.broker.close()
+    return 0
 
 
 def run_worker(settings: Settings, threads: int = 8) -> int:
