@@ -181,7 +181,7 @@ class GovernorHost:
                                    args=("wake", {"at_ms": wake}), kwargs={}, options={}), max(1, wake - now)))
         self.host["waits"] = self.waits.to_json()
         ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
-        doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS or decision.grants else None
+        doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS else None
         if not self.ledger.commit(ops, doc):
             self.forget()
             log.info("governor %s lost the lease: %s holds it", self.ledger.holder[:8], self.ledger.leader())

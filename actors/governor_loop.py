@@ -32,7 +32,7 @@ DQ_POLL_S = 0.05
 
 
 class GovernorLoop:
-    def __init__(self, rt, stop, *, batch_max: int = 256, poll_ms: int = 20):
+    def __init__(self, rt, stop, *, batch_max: int = 256, poll_ms: int = 5):
         self.rt, self.host, self.stop = rt, rt.host, stop
         self.batch_max, self.poll_ms = batch_max, poll_ms
         self.main = self.delayed = None
