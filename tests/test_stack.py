@@ -33,8 +33,10 @@ def keepa_rules_held(stack):
 def test_the_stack_ingests_deals_end_to_end(stack):
     stack.start_all()
     wait_for(lambda: stack.ingested() >= 20, 90, "20 deals ingested")
-    snap = stack.snapshot()
-    assert snap["grants_total"]["upsert"] >= 1 and snap["grants_total"]["commit"] >= 20
+    # the snapshot is written at most once a second: wait for it to catch up with the database
+    snap = wait_for(lambda: (s := stack.snapshot()) and s["grants_total"]["commit"] >= 20 and s, 30,
+                    "the governor's snapshot to count the commits")
+    assert snap["grants_total"]["upsert"] >= 1
     keepa_rules_held(stack)
     assert "canary-key-7f3a9c" not in "".join(stack.log(n) for n in ("governor", "worker", "scheduler"))
 
