@@ -6,6 +6,7 @@
                                 .stop(), .start(), .restart())
     postgres_server    session  postgresql://keepa:PASSWORD@127.0.0.1:PORT/keepa_deals, a fresh database
     postgres_database  test     postgresql:// URL of a new empty database, dropped after the test
+    stack              test     a real keepa-deals stack (tests/stack.py), closed after the test
 
 A missing binary fails the test with a sentence saying to run ``make deps``. Tests that stop a
 session service must start it again (``try/finally``), since later tests share it.
@@ -68,3 +69,14 @@ def postgres_database(postgres_service):
     finally:
         if postgres_service.running:
             postgres_service.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def stack(tmp_path):
+    from tests.stack import Stack
+
+    running = Stack(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()

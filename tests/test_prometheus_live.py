@@ -79,15 +79,6 @@ def start_stack(stack: Stack) -> None:
     stack.start_all()
 
 
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def test_the_running_stack_serves_metrics_that_promtool_accepts(stack):
     start_stack(stack)
     wait_for(lambda: stack.ingested() >= 5, 90, "5 deals ingested")

@@ -15,15 +15,6 @@ from tests.stack import ROOT, Stack, wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def keepa_rules_held(stack):
     books = stack.keepa.books()
     assert books["min_balance"] >= -books["largest_call"], books
