@@ -49,12 +49,9 @@ class _PlentifulTokens:
         return Envelope(int(time.time() * 1000), PLENTY["balance"], 60_000, PLENTY["refill_per_minute"])
 
 
-def _governor_process(redis_url: str, db_url: str, prefetch: int) -> None:
+def _governor_process(redis_url: str, db_url: str) -> None:
     """The child: ``keepa-deals governor`` exactly as the Procfile runs it (stopped with SIGTERM),
-    except that its token source answers a plentiful envelope instead of calling Keepa's /token.
-    ``prefetch`` > 0 sets Dramatiq's ``dramatiq_queue_prefetch`` (read when dramatiq is imported)."""
-    if prefetch:
-        os.environ["dramatiq_queue_prefetch"] = str(prefetch)  # noqa: SIM112 - Dramatiq's own spelling
+    except that its token source answers a plentiful envelope instead of calling Keepa's /token."""
     from actors import app, processes
     from keepa_deals.settings import load_settings
 
@@ -195,10 +192,10 @@ def _summary(rate: float, lat: list[float], failed: int) -> dict:
             "mean": statistics.fmean(lat) if lat else float("nan"), "failed": failed}
 
 
-def _governor_run(server, workdir: str, prefetch: int, threads: int) -> dict:
+def _governor_run(server, workdir: str, threads: int) -> dict:
     ctx = multiprocessing.get_context("spawn")
     child = ctx.Process(target=_governor_process, name="bench-governor",
-                        args=(server.url, f"sqlite:///{workdir}/deals.db", prefetch))
+                        args=(server.url, f"sqlite:///{workdir}/deals.db"))
     client = None
     server.redis_flush()
     try:
@@ -235,7 +232,7 @@ def governor_vs_limiter(threads: int = CLIENT_THREADS) -> dict:
         server = _Redis(workdir)
         try:
             server.start()
-            results["governor"] = _governor_run(server, workdir, 0, threads)
+            results["governor"] = _governor_run(server, workdir, threads)
             op = _limiter_op(server.url)
             _closed_loop(op, threads, WARMUP_S / 2)
             results["limiter"] = {"loaded": _summary(*_closed_loop(op, threads, LIMITER_WINDOW_S)),
