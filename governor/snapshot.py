@@ -17,7 +17,7 @@ The actor adds: leader {id, since_ms}, calls_total {endpoint: {outcome: n}}, las
 from __future__ import annotations
 
 from governor.explain import explain
-from governor.model import CLASSES, PEEK
+from governor.model import CLASSES
 
 WAIT_BUCKETS_S = (0.1, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, float("inf"))
 
@@ -80,7 +80,7 @@ def snapshot(gov, now_ms: int, waits: WaitHistogram, *, explain_per_class: int =
         "external_tokens_total": gov.external_tokens,
         "rejections_total": gov.rejections_total,
         "last_grant_ms": gov.last_grant_ms,
-        "peek_buffer": gov.cfg.peek_buffer if PEEK else None,
+        "peek_buffer": gov.cfg.peek_buffer,
         "explanations": [
             {"request_id": e.request_id, "cls": e.cls, "position": e.position, "reason": e.reason,
              "eta_ms": e.eta_ms}
