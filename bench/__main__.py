@@ -1,6 +1,7 @@
 """Run every benchmark section in one process and print its table.
 
-``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``, ``actors``) runs one section.
+``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``, ``grants``, ``ingest``) runs one;
+``python -m bench actors`` runs ``grants`` and ``ingest``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import sys
 SECTIONS = {
     "engine": "bench.engine",   # issue 2: simulator table, policy speed, memory
     "wire": "bench.wire",       # issue 3: decoder speed, embedded server throughput
-    "actors": "bench.actors",   # issue 4: governor through Redis vs BucketRateLimiter, one worker end to end
+    "grants": "bench.grants",   # issue 4: governor through Redis vs BucketRateLimiter
+    "ingest": "bench.ingest",   # issue 4: one worker end to end, SQLite and PostgreSQL
 }
+ALIASES = {"actors": ["grants", "ingest"]}
 
 
 def main(argv: list[str]) -> int:
-    chosen = argv or list(SECTIONS)
+    chosen = [s for name in (argv or list(SECTIONS)) for s in ALIASES.get(name, [name])]
     for name in chosen:
         if name not in SECTIONS:
             print(f"unknown bench section {name!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)

@@ -1,0 +1,141 @@
+"""Issue 4's second figure: one worker process ingesting end to end, SQLite and PostgreSQL.
+
+Run with ``python -m bench ingest`` (``make bench`` runs it with the rest). One ``keepa-deals worker``
+process (default threads) with the governor and scheduler processes, the embedded Keepa server at a
+high refill and a big feed: deals committed a second over a steady window, counted in the database.
+Every server and process started here is stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+MINUTE_S = 1.0                 # one Keepa minute lasts a real second: the scheduler ticks every second
+STEADY_AFTER_S, STEADY_WINDOW_S, FIRST_DEAL_TIMEOUT_S = 4.0, 12.0, 45.0
+
+
+class _Stack:
+    """redis-server (AOF, fsync every second, as ``make run``), the embedded Keepa server at a high
+    refill with a big feed, and the governor, one worker and the scheduler as OS processes."""
+
+    def __init__(self, workdir: str, database_url: str):
+        from keepa_api.catalogue import Catalogue
+        from keepa_api.server import FakeKeepa
+        from tests.services import RedisServer, free_port
+
+        self.workdir = workdir
+        self.redis = RedisServer(workdir)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.keepa = None
+        self.redis.start()
+        epoch_ms = int(time.time() * 1000)
+        catalogue = Catalogue(1, start_minute=epoch_ms // 60_000 - 21_564_000, backlog=10_000,
+                              new_per_minute=3_000)
+        self.keepa = FakeKeepa(refill_per_minute=100_000, start_tokens=6_000_000, minute_seconds=MINUTE_S,
+                               epoch_ms=epoch_ms, catalogue=catalogue)
+        self.env = {**os.environ, "REDIS_URL": self.redis.url, "DATABASE_URL": database_url,
+                    "KEEPA_API_URL": self.keepa.start(), "KEEPA_MINUTE_SECONDS": str(MINUTE_S),
+                    "METRICS_PORT": str(free_port()), "LOG_LEVEL": "WARNING", "KEEPA_API_KEY": "bench-key-0000"}
+
+    def start_all(self) -> None:
+        for role in ("governor", "worker", "scheduler"):
+            with open(os.path.join(self.workdir, f"{role}.log"), "ab") as log:
+                self.procs[role] = subprocess.Popen([sys.executable, "-m", "keepa_deals.cli", role], cwd=ROOT,
+                                                    env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                    start_new_session=True)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.keepa is not None:
+            self.keepa.stop()
+        self.redis.stop()
+
+
+def _ingest(database_url: str, workdir: str) -> dict:
+    import redis
+
+    from actors.ledger import Ledger
+    from storage.store import open_store
+
+    stack = _Stack(workdir, database_url)
+    try:
+        store = open_store(database_url)
+        stack.start_all()
+        started = time.monotonic()
+        while store.deals_ingested() == 0:
+            if time.monotonic() - started > FIRST_DEAL_TIMEOUT_S:
+                raise RuntimeError(f"no deal committed within {FIRST_DEAL_TIMEOUT_S:.0f} s; see {workdir}/*.log")
+            time.sleep(0.1)
+        first_s = time.monotonic() - started
+        time.sleep(STEADY_AFTER_S)
+        ledger = Ledger(redis.Redis.from_url(stack.redis.url))
+
+        def look():
+            return store.deals_ingested(), store.deals_stored(), ledger.read_snapshot(), time.monotonic()
+        count0, stored0, snap0, t0 = look()
+        time.sleep(STEADY_WINDOW_S)
+        count1, stored1, snap1, t1 = look()
+        store.close()
+        grants = {c: (snap1["grants_total"][c] - snap0["grants_total"][c]) / (t1 - t0) for c in snap1["grants_total"]}
+        return {"deals_per_s": (count1 - count0) / (t1 - t0), "first_deal_s": first_s,
+                "light_per_s": (stored1 - stored0) / (t1 - t0), "ingested": count1, "grants_per_s": grants,
+                "pending": snap1["pending"], "in_flight": snap1["in_flight"]}
+    finally:
+        stack.close()
+
+
+def ingest_sqlite_and_postgres() -> dict:
+    from tests.services import PostgresServer, ServiceUnavailable
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
+        results["SQLite"] = _ingest(f"sqlite:///{workdir}/deals.db", workdir)
+    try:
+        pg = PostgresServer()
+    except ServiceUnavailable as exc:
+        results["PostgreSQL"] = {"error": str(exc)}
+        return results
+    try:
+        pg.start()
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-pg-") as workdir:
+            results["PostgreSQL"] = _ingest(pg.create_database("bench"), workdir)
+    finally:
+        pg.cleanup()
+    return results
+
+
+def main() -> None:
+    ingest = ingest_sqlite_and_postgres()
+    for db, r in ingest.items():
+        if "error" in r:
+            print(f"one worker, {db}: not measured ({r['error']})")
+            continue
+        grants = ", ".join(f"{c} {v:.0f}/s" for c, v in r["grants_per_s"].items())
+        print(f"one worker, {db:10}: {r['deals_per_s']:6.1f} deals committed/s over {STEADY_WINDOW_S:.0f} s; "
+              f"{r['light_per_s']:.0f} feed deals stored/s; grants {grants}; "
+              f"first deal after {r['first_deal_s']:.1f} s")
+    print("\n| figure | target | measured |\n|---|---|---|")
+    for db, r in ingest.items():
+        print(f"| one worker, deals committed/s, {db} | >= 200 | "
+              f"{'n/a' if 'error' in r else format(r['deals_per_s'], '.0f')} |")
+
+
+if __name__ == "__main__":
+    main()
