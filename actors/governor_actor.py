@@ -16,6 +16,7 @@ import time
 import dramatiq
 from dramatiq import Message
 
+from actors.dispatch import Dispatch
 from actors.ledger import Ledger, Ops
 from actors.messages import ENDPOINTS, OUTCOMES, MalformedMessage, envelope_from, field
 from governor.config import GovernorConfig
@@ -34,6 +35,7 @@ ACTOR_FOR = {c: f"keepa_{c}" for c in CLASSES}
 class GovernorHost:
     def __init__(self, ledger: Ledger, broker, config: GovernorConfig, token_source, clock_ms=None):
         self.ledger, self.broker, self.config = ledger, broker, config
+        self.dispatch = Dispatch(broker)
         self.token_source = token_source          # () -> Envelope (Keepa's free /token)
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.gov = None
@@ -73,10 +75,11 @@ class GovernorHost:
             raise MalformedMessage(f"governor: unknown message kind {kind!r}")
         handler(body, now, ops)
 
-    def finish(self, now: int, ops: Ops) -> bool:
-        """Decide, write what changed under the lease, then send. False: the lease was lost."""
+    def finish(self, now: int, ops: Ops, acks: list = ()) -> bool:
+        """Decide, write what changed under the lease, then send, and acknowledge ``acks`` (queue,
+        message) pairs in the same round trip. False: the lease was lost (nothing sent or acked)."""
         try:
-            return self._decide(now, ops)
+            return self._decide(now, ops, acks)
         except BaseException:
             self.forget()
             raise
@@ -160,7 +163,7 @@ class GovernorHost:
         log.warning("rejected %s: %s", rid, rejection.reason)
 
     # -- the decision ---------------------------------------------------------------------------
-    def _decide(self, now: int, ops: Ops) -> bool:
+    def _decide(self, now: int, ops: Ops, acks: list = ()) -> bool:
         decision = self.gov.decide(now)
         for rejection in decision.rejections:
             self._reject(rejection, self.payloads.pop(rejection.request.id, {}), ops)
@@ -188,9 +191,8 @@ class GovernorHost:
             return False  # lost the lease mid-message: send nothing
         if doc is not None:
             self._snapshot_ms = now
-        for message, delay in outbox:
-            self.broker.enqueue(message, delay=delay)
         self._outbox = []
+        self.dispatch.send(outbox, acks)
         return True
 
     def _grant_message(self, grant, payload) -> Message:

@@ -1,15 +1,17 @@
-"""The governor process's own consumer loop: many messages, one write.
+"""The governor process's own consumer loop: many messages, one write, three round trips a batch.
 
 Dramatiq's worker hands the governor one message at a time, and each then costs its own fenced
-write, snapshot and acknowledgement. Here the governor drains what is waiting on its queue (up to
-``batch_max`` messages), applies them all to the policy in memory, decides once, writes once under
-its lease, sends the grants, and only then acknowledges the batch: a crash anywhere before the write
-leaves every message unacknowledged, so Dramatiq delivers it again (and repeated messages change
-nothing). A process without the lease does not consume at all: it stands by and checks the lease
-once a second, so a standby can never hold messages back.
+write, snapshot and acknowledgement. Here the governor takes what is waiting on its queue (up to
+``batch_max`` messages, one fetch), applies them all to the policy in memory, decides once, writes
+once under its lease, then sends the grants and acknowledges the batch in one pipeline
+(:mod:`actors.dispatch`): a crash anywhere before the write leaves every message unacknowledged, so
+it is delivered again (and repeated messages change nothing). A batch that cannot be finished (the
+lease lost, an error) is handed back to the queue at once. A process without the lease does not
+consume at all: it stands by and checks the lease once a second, so a standby never holds messages.
 
 Delayed messages (wakes, back-off retries) arrive on ``governor.DQ``; like Dramatiq's own worker,
-the loop keeps them unacknowledged until due, then moves them to ``governor``.
+the loop keeps them unacknowledged until due, then moves them to ``governor``. When nothing is
+waiting the loop naps, 1 ms at first, doubling up to ``poll_ms``.
 """
 
 from __future__ import annotations
@@ -26,38 +28,36 @@ from actors.messages import MalformedMessage
 log = logging.getLogger(__name__)
 
 QUEUE = "governor"
+DELAYED = dq_name(QUEUE)
 STANDBY_POLL_S = 1.0
 MAX_ATTEMPTS = 3
 DQ_POLL_S = 0.05
+HOLD_MAX = 256                 # delayed messages held unacknowledged until due, at most
 
 
 class GovernorLoop:
     def __init__(self, rt, stop, *, batch_max: int = 256, poll_ms: int = 5):
         self.rt, self.host, self.stop = rt, rt.host, stop
+        self.dispatch = rt.host.dispatch
         self.batch_max, self.poll_ms = batch_max, poll_ms
-        self.main = self.delayed = None
         self.held: list = []          # (eta_ms, seq, message) from the delay queue, unacked until due
+        self.unacked: list = []       # the batch being applied, acknowledged once written
         self._seq = 0
         self.failures: dict[str, int] = {}
         self._standing_by = False
         self._dq_polled = 0.0
+        self._nap_ms = 1.0
 
-    # -- consumers ------------------------------------------------------------------------------
-    def _open(self) -> None:
-        if self.main is None:
-            self.main = self.rt.broker.consume(QUEUE, prefetch=self.batch_max, timeout=self.poll_ms)
-            self.delayed = self.rt.broker.consume(dq_name(QUEUE), prefetch=64, timeout=self.poll_ms)
-
-    def _close(self) -> None:
-        """Give every unacknowledged message back to its queue."""
-        for consumer in (self.main, self.delayed):
-            if consumer is not None:
-                try:
-                    consumer.close()
-                except Exception:  # Redis gone: its maintenance requeues them after the heartbeat
-                    log.exception("could not hand messages back; Redis will requeue them")
-        self.main = self.delayed = None
-        self.held = []
+    def _hand_back(self) -> None:
+        """Give every unacknowledged message back to its queue now. (Whatever this process fetched
+        stays in its ack set, which Redis maintenance requeues only once the process's heartbeat
+        stops, so a live process must hand back itself.)"""
+        try:
+            self.dispatch.requeue(QUEUE, self.unacked)
+            self.dispatch.requeue(DELAYED, [m for *_, m in self.held])
+        except Exception:  # Redis gone: its maintenance requeues them after the heartbeat
+            log.exception("could not hand messages back; Redis will requeue them")
+        self.held, self.unacked = [], []
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -68,10 +68,10 @@ class GovernorLoop:
                 except Exception:
                     log.exception("governor loop: the step failed; state reloads from Redis")
                     self.host.forget()
-                    self._close()
+                    self._hand_back()
                     self.stop.wait(1.0)
         finally:
-            self._close()
+            self._hand_back()
 
     def step(self) -> None:
         now = self.host.clock_ms()
@@ -80,40 +80,34 @@ class GovernorLoop:
                 log.info("governor %s stands by: %s holds the lease",
                          self.host.ledger.holder[:8], self.host.ledger.leader())
                 self._standing_by = True
-            self._close()
+            self._hand_back()
             self.stop.wait(STANDBY_POLL_S)
             return
         self._standing_by = False
-        self._open()
-        if time.monotonic() - self._dq_polled >= DQ_POLL_S:
+        wanted = [(QUEUE, self.batch_max)]
+        if time.monotonic() - self._dq_polled >= DQ_POLL_S and len(self.held) < HOLD_MAX:
             self._dq_polled = time.monotonic()
-            self._move_due_delayed(now)
-        batch = self._gather()
+            wanted.append((DELAYED, HOLD_MAX - len(self.held)))
+        batch, *delayed = self.dispatch.fetch(wanted)
+        self.unacked = batch
+        self._hold(delayed[0] if delayed else [], now)
         wake = self.host.host.get("wake_at")
         if not batch and (wake is None or wake > now):
+            self.stop.wait(self._nap_ms / 1000)
+            self._nap_ms = min(self.poll_ms, self._nap_ms * 2)
             return
+        self._nap_ms = 1.0
         self._apply(batch, now)
 
-    def _gather(self) -> list:
-        batch = []
-        while len(batch) < self.batch_max:
-            message = next(self.main)
-            if message is None:
-                break
-            batch.append(message)
-        return batch
-
-    def _move_due_delayed(self, now: int) -> None:
-        while True:
-            message = next(self.delayed)
-            if message is None:
-                break
+    def _hold(self, fetched: list, now: int) -> None:
+        for message in fetched:
             self._seq += 1
             heapq.heappush(self.held, (message.options.get("eta", 0), self._seq, message))
+        due = []
         while self.held and self.held[0][0] <= now:
-            _, _, message = heapq.heappop(self.held)
-            self.rt.broker.enqueue(message.copy(queue_name=QUEUE))
-            self.delayed.ack(message)
+            due.append(heapq.heappop(self.held)[2])
+        if due:
+            self.dispatch.send([(m.copy(queue_name=QUEUE), None) for m in due], [(DELAYED, m) for m in due])
 
     def _apply(self, batch: list, now: int) -> None:
         ops = Ops()
@@ -128,14 +122,13 @@ class GovernorLoop:
                 self.failures[message.message_id] = attempts
                 if attempts >= MAX_ATTEMPTS:  # a poison message: drop it so the rest can go on
                     log.exception("dropping message %s after %d failed attempts", message.message_id, attempts)
-                    self.main.ack(message)
+                    self.dispatch.send([], [(QUEUE, message)])
                 raise  # reload the state and try the batch again
-        if not self.host.finish(now, ops):
-            self._close()  # the lease is gone: hand the whole batch back, unacknowledged
+        if not self.host.finish(now, ops, [(QUEUE, message) for message in batch]):
+            self._hand_back()  # the lease is gone: hand the whole batch back, unacknowledged
             return
+        self.unacked = []
         for message in batch:
-            self.main.ack(message)
             self.failures.pop(message.message_id, None)
         if len(self.failures) > 10_000:
             self.failures.clear()
-

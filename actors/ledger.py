@@ -62,6 +62,11 @@ class Ops:
 
     def to_json(self) -> str:
         data = {k: v for k, v in vars(self).items() if v is not None}
+        if self.pending_add and self.pending_del:  # asked and granted in one batch: never written
+            gone = set(self.pending_del)
+            added = {rid for rid, _ in self.pending_add}
+            data["pending_add"] = [kv for kv in self.pending_add if kv[0] not in gone]
+            data["pending_del"] = [rid for rid in self.pending_del if rid not in added]
         for key in ("pending_add", "pending_del", "inflight_add", "inflight_del", "done_add"):
             if not data[key]:
                 data[key] = {}  # cjson encodes an empty Lua table as an object: keep it iterable

@@ -1,0 +1,104 @@
+"""Dramatiq's Redis queues, many operations to a round trip: the governor loop's consumer and producer.
+
+``RedisBroker.enqueue`` and ``Consumer.ack`` each run Dramatiq's dispatch script on their own, so a
+governor batch of n requests and n settles that grants n calls paid 3n round trips to Redis (the
+profile of ``python -m bench grants`` put them at ~70 % of the governor's time), and Dramatiq's
+consumer sleeps inside ``next()`` whenever a fetch comes back empty, which ended every batch with a
+nap. Here the same script runs with the same arguments, several calls in one non-transactional
+pipeline, and only the loop decides when to sleep. The Redis layout (message hash, queue list,
+per-process ack set, delay queue with ``eta``) is exactly what Dramatiq's own workers read and what
+its maintenance requeues when a process dies, so every other process is unaffected.
+
+This leans on one thing Dramatiq does not promise: the dispatch script's argument layout.
+``setup.cfg`` keeps Dramatiq below 3, and ``tests/test_dispatch.py`` runs this against a real
+redis-server and a real Dramatiq worker, so a release that changes it fails there, not in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import redis
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import ConnectionClosed
+
+log = logging.getLogger(__name__)
+
+
+class Dispatch:
+    def __init__(self, broker: RedisBroker):
+        self.broker = broker
+        self._script = broker.scripts["dispatch"]
+        self._keys = [broker.namespace]
+
+    def _args(self, command: str, queue_name: str, *args) -> list:
+        broker = self.broker
+        return [command, current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,
+                broker.dead_message_ttl, broker._should_do_maintenance(command), broker._max_unpack_size(), *args]
+
+    def _run(self, calls: list[list]) -> list:
+        """Run the dispatch script once per argument list, in one pipeline. EVALSHA directly: a
+        pipeline given redis-py's Script object asks SCRIPT EXISTS first, a round trip more each time.
+        After a Redis restart the script is gone and every call fails alike: load it, run again."""
+        for attempt in (1, 2):
+            pipe = self.broker.client.pipeline(transaction=False)
+            for args in calls:
+                pipe.evalsha(self._script.sha, 1, *self._keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.broker.client.script_load(self._script.script)
+            except redis.ConnectionError as exc:
+                raise ConnectionClosed(exc) from None
+        return []
+
+    def fetch(self, wanted: list[tuple[str, int]]) -> list[list[Message]]:
+        """Take up to ``n`` messages from each ``(queue, n)``, in one round trip. Each taken message
+        sits in this process's ack set until :meth:`send` acknowledges it or :meth:`requeue` hands it
+        back (or this process dies and Redis maintenance requeues it)."""
+        out = []
+        replies = self._run([self._args("fetch", queue_name, n) for queue_name, n in wanted])
+        for queue_name, datas in zip((q for q, _ in wanted), replies, strict=True):
+            messages = []
+            for data in datas:
+                if data is None:  # the id was listed but its body is gone (see Dramatiq #266)
+                    log.warning("a message listed on %s has no body; skipped", queue_name)
+                    continue
+                messages.append(Message.decode(data))
+            out.append(messages)
+        return out
+
+    def send(self, sends: list[tuple[Message, int | None]], acks: list[tuple[str, Message]] = ()) -> list[Message]:
+        """Enqueue each ``(message, delay_ms)`` as ``broker.enqueue`` would (middleware included), then
+        acknowledge each ``(queue it was fetched from, message)``, all in one round trip. Sends go
+        first: a crash in between leaves the acknowledgements undone, so those come back (at least once)."""
+        broker = self.broker
+        calls, sent = [], []
+        for message, delay in sends:
+            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+            queue_name = message.queue_name
+            if delay is not None:
+                queue_name = dq_name(queue_name)
+                message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+            broker.emit_before("enqueue", message, delay)
+            calls.append(self._args("enqueue", queue_name, message.options["redis_message_id"], message.encode()))
+            sent.append((message, delay))
+        for queue_name, message in acks:
+            calls.append(self._args("ack", queue_name, message.options["redis_message_id"]))
+        if calls:
+            self._run(calls)
+        for message, delay in sent:
+            broker.emit_after("enqueue", message, delay)
+        return [message for message, _ in sent]
+
+    def requeue(self, queue_name: str, messages: list[Message]) -> None:
+        """Hand fetched, unacknowledged messages back to the end of their queue (already acknowledged
+        ones are left alone)."""
+        ids = [m.options["redis_message_id"] for m in messages]
+        if ids:
+            self._run([self._args("requeue", queue_name, *ids)])

@@ -1,0 +1,93 @@
+"""actors.dispatch against a real redis-server and a real Dramatiq worker: what it writes is exactly
+what Dramatiq's own consumers read and acknowledge (the guard for a Dramatiq release that changes
+its dispatch script's arguments or the consumer's bookkeeping)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import dramatiq
+import pytest
+from dramatiq import Message
+from dramatiq.middleware import Middleware
+
+from actors.broker import make_broker
+from actors.dispatch import Dispatch
+
+
+@pytest.fixture
+def broker(redis_server):
+    broker = make_broker(redis_server, namespace=f"dispatch-{uuid.uuid4().hex[:8]}")
+    yield broker
+    broker.client.flushdb()  # only this test's namespace matters, but the keys are throwaway anyway
+    broker.close()
+
+
+def _message(queue: str, i: int) -> Message:
+    return Message(queue_name=queue, actor_name="collect", args=(i,), kwargs={}, options={})
+
+
+def test_sent_messages_reach_a_real_worker_and_delayed_ones_wait_on_the_delay_queue(broker):
+    class Seen(Middleware):
+        def __init__(self):
+            self.before, self.after = [], []
+
+        def before_enqueue(self, broker, message, delay):
+            self.before.append(message.message_id)
+
+        def after_enqueue(self, broker, message, delay):
+            self.after.append(message.message_id)
+
+    seen = Seen()
+    broker.add_middleware(seen)
+    got, done = [], threading.Event()
+
+    @dramatiq.actor(broker=broker, queue_name="q", actor_name="collect", max_retries=0)
+    def collect(i):
+        got.append(i)
+        if len(got) == 50:
+            done.set()
+
+    sent = Dispatch(broker).send([(_message("q", i), None) for i in range(50)] + [(_message("q", 99), 60_000)])
+    assert len(sent) == 51 and seen.before == seen.after == [m.message_id for m in sent]
+    worker = dramatiq.Worker(broker, queues={"q"}, worker_threads=2, worker_timeout=20)
+    worker.start()
+    try:
+        assert done.wait(10), f"only {len(got)} of 50 messages arrived"
+    finally:
+        worker.stop(timeout=2_000)
+    assert sorted(got) == list(range(50))
+    delayed = sent[-1]
+    assert delayed.queue_name == "q.DQ"
+    assert broker.client.lrange(f"{broker.namespace}:q.DQ", 0, -1) == [delayed.options["redis_message_id"].encode()]
+    eta = delayed.options["eta"]
+    assert 59_000 <= eta - int(time.time() * 1000) <= 60_000
+
+
+def test_fetch_ack_and_requeue_keep_dramatiqs_bookkeeping(broker):
+    broker.declare_queue("q2")
+    dispatch = Dispatch(broker)
+    dispatch.send([(_message("q2", i), None) for i in range(20)])
+    first, empty = dispatch.fetch([("q2", 15), ("q2.DQ", 5)])
+    (rest,) = dispatch.fetch([("q2", 15)])
+    fetched = first + rest
+    assert [m.args[0] for m in fetched] == list(range(20)) and empty == []
+    acks_key = f"{broker.namespace}:__acks__.{broker.broker_id}.q2"
+    assert broker.client.scard(acks_key) == 20
+    dispatch.send([], [("q2", m) for m in fetched[:18]])
+    left = {m.options["redis_message_id"].encode() for m in fetched[18:]}
+    assert broker.client.smembers(acks_key) == left
+    assert set(broker.client.hkeys(f"{broker.namespace}:q2.msgs")) == left
+    dispatch.requeue("q2", fetched[17:])  # one acknowledged already: left alone
+    assert set(broker.client.lrange(f"{broker.namespace}:q2", 0, -1)) == left
+    assert broker.client.scard(acks_key) == 0
+    (again,) = dispatch.fetch([("q2", 15)])
+    assert [m.args[0] for m in again] == [18, 19]
+
+
+def test_a_restarted_redis_without_the_script_is_handled(broker):
+    broker.client.script_flush()
+    Dispatch(broker).send([(_message("q3", 1), None)])
+    assert broker.client.llen(f"{broker.namespace}:q3") == 1
