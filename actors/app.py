@@ -21,12 +21,14 @@ from actors.steps import Steps
 from governor.config import GovernorConfig
 from keepa_deals.errors import BadKey, ConfigError
 from keepa_deals.settings import Settings
+from pipeline import batching
 from pipeline.verdict import ViabilityRule
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_KEY = "embedded-simulator-key"
 CALL_TIMEOUT_S = 10.0  # shorter than honcho's grace period, so a shutdown never waits on Keepa
+RATE_REFRESH_S = 1.0   # how stale a worker's idea of the plan's rate may be (it sizes batches only)
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Runtime:
     host: GovernorHost | None = None
     rule: ViabilityRule = field(default_factory=ViabilityRule)
     steps: Steps | None = None
+    _rate: int = 0
+    _rate_read_s: float | None = None
 
     @property
     def minute_ms(self) -> int:
@@ -47,10 +51,25 @@ class Runtime:
     def clock_ms(self) -> int:
         return int(time.time() * 1000)
 
+    def plan_rate(self) -> int:
+        """Keepa's refill rate as the governor knows it: its own model in the governor process,
+        elsewhere its snapshot in Redis, read at most once per ``RATE_REFRESH_S``; 0 until known."""
+        gov = self.host.gov if self.host is not None else None
+        if gov is not None:
+            return int(gov.rate)
+        now = time.monotonic()
+        if self._rate_read_s is None or now - self._rate_read_s >= RATE_REFRESH_S:
+            self._rate_read_s = now
+            snap = Ledger(self.redis).read_snapshot()
+            if snap and snap.get("refill_rate"):
+                self._rate = int(snap["refill_rate"])
+        return self._rate
+
     def peek_batch(self) -> int:
-        snap = self.host and self.host.gov
-        rate = snap.rate if snap else 5
-        return max(1, min(100, int(rate) // 100))
+        return batching.peek_batch(self.plan_rate())
+
+    def commit_batch(self) -> int:
+        return batching.commit_batch(self.plan_rate())
 
 
 RUNTIME: Runtime | None = None

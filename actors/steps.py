@@ -14,6 +14,7 @@ from dramatiq import Message
 
 from actors.messages import MalformedMessage, envelope_to, field
 from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected
+from pipeline.batching import peek_claim_minimum, split
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
 from pipeline.verdict import NO_DATA, PeekStats, peek_verdict
@@ -115,17 +116,31 @@ class Steps:
 
     # -- peek and commit ------------------------------------------------------------------------
     def top_up(self) -> int:
-        """Claim candidates and ask to peek them, keeping about PEEK_WINDOW peeks outstanding."""
+        """Claim candidates and ask to peek them, keeping at most PEEK_WINDOW peeks outstanding.
+
+        Each peek carries a full batch; a part-filled one goes only when no other peek is outstanding
+        (:func:`pipeline.batching.peek_claim_minimum`). A window slot is taken before claiming, so
+        concurrent threads never both send a part-filled batch."""
         rt = self.rt
+        batch = rt.peek_batch()
         asked = 0
-        while int(rt.redis.get(OUTSTANDING_KEY) or 0) < PEEK_WINDOW:
-            asins = rt.store.take_candidates(rt.peek_batch(), rt.clock_ms())
+        while True:
+            others = rt.redis.incr(OUTSTANDING_KEY) - 1
+            asins = []
+            if others < PEEK_WINDOW:
+                asins = rt.store.take_candidates(batch, rt.clock_ms(), at_least=peek_claim_minimum(batch, others))
             if not asins:
-                break
-            rt.redis.incr(OUTSTANDING_KEY)
+                rt.redis.decr(OUTSTANDING_KEY)
+                return asked
             self.ask(f"peek:{asins[0]}x{len(asins)}:0", "peek", {"asins": asins}, units=len(asins))
             asked += 1
-        return asked
+
+    def ask_commits(self, asins: list[str]) -> None:
+        """Ask to commit viable ASINs, in calls of the plan's commit batch; the ids follow from the
+        ASINs, so a redelivered peek asks for the same commits again (the governor drops repeats)."""
+        for chunk in split(asins, self.rt.commit_batch()):
+            rid = f"commit:{chunk[0]}x{len(chunk)}:0" if len(chunk) > 1 else f"commit:{chunk[0]}:0"
+            self.ask(rid, "commit", {"asins": chunk}, units=len(chunk))
 
     def _asins(self, payload: dict, where: str) -> list[str]:
         asins = field(payload, "asins", list, where)
@@ -163,6 +178,7 @@ class Steps:
             return
         now = rt.clock_ms()
         found = {p.asin: p for p in batch.products}
+        viable_asins = []
         for asin in asins:
             product = found.get(asin)
             stats = _peek_stats(product)
@@ -170,7 +186,8 @@ class Steps:
             viable = bool(verdict and verdict.viable)
             rt.store.record_verdict(asin, viable, verdict.reason if verdict else "no stats from Keepa", now)
             if viable:
-                self.ask(f"commit:{asin}:0", "commit", {"asins": [asin]})
+                viable_asins.append(asin)
+        self.ask_commits(viable_asins)
         self.settle(grant_id, "peek", "ok", batch.envelope)
         rt.redis.decr(OUTSTANDING_KEY)
         self.top_up()
@@ -200,12 +217,15 @@ class Steps:
             rt.redis.delete(SCAN_KEY)
             return
         asins = payload.get("asins") or []
-        if cls == "peek":
-            rt.redis.decr(OUTSTANDING_KEY)
         if len(asins) > 1:
+            if cls == "peek":  # the batch's window slot becomes one per single peek
+                rt.redis.incrby(OUTSTANDING_KEY, len(asins) - 1)
             for asin in asins:
                 self.ask(f"{cls}:{asin}x1:0", cls, {"asins": [asin]})
-        for asin in asins[:1] if len(asins) == 1 else ():
+            return
+        if cls == "peek":
+            rt.redis.decr(OUTSTANDING_KEY)
+        for asin in asins:
             rt.store.record_verdict(asin, False, reason, rt.clock_ms())
 
 

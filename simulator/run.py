@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from governor.model import COMMIT, PEEK, UPSERT, Request
+from pipeline import batching
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
 from pipeline.verdict import peek_verdict
@@ -44,8 +45,10 @@ class PipelineConfig:
     retry_ms: int = 5_000
     redelivery_ms: int = 10_000
     # historical variants of the old system (seeds): keep the defaults for anything current
-    backfill_batch: int = 0          # ASINs per first-stage call; 0 = one per 100 tokens a minute
-                                     # (1 on low plans, at most 100: Keepa's limit per /product call)
+    backfill_batch: int = 0          # ASINs per first-stage call; 0 = the current rules of
+                                     # pipeline.batching (peek batch by plan, full batches while
+                                     # other peeks are outstanding); N = claim up to N at any time
+    commit_batch: int = 0            # ASINs per commit call after a peek; 0 = pipeline.batching
     memory_batch: int = 0            # commits held in memory until this many are done (0: durable)
     ratchet: bool = True             # False: an "incomplete" scan never moves the watermark
     upsert_cost: int | None = None   # the old upserter reserved its product fetches too
@@ -93,7 +96,8 @@ class Simulation:
         self._epoch = 0                        # bumps on every restart: older settles are void
         self._wake_at: int | None = None
         self._polls_token = hasattr(policy, "wants_token_sync")
-        self.backfill_out = 0
+        self.backfill_out = 0                  # peeks and commits asked for and not yet answered
+        self.peeks_out = 0                     # of which peeks (the actors' OUTSTANDING_KEY)
         self.scan_active = False
         self.scans = 0
         self.memory: list[int] = []
@@ -199,22 +203,27 @@ class Simulation:
             self.scan_active = False
             return
         self.backfill_out -= 1
+        self.peeks_out -= work.kind == PEEK
         if len(work.keys) > 1:
             for index in work.keys:
                 self.backfill_out += 1
+                self.peeks_out += work.kind == PEEK
                 self._ask(Work(work.kind, index, 0, self.now))
         else:
             self.store.reject_candidate(Feed.asin(work.key), reason)
 
     def _pump(self) -> None:
         policy, cfg, store = self.policy, self.cfg, self.store
-        size = cfg.backfill_batch or max(1, min(100, int(policy.rate) // 100))
+        size = cfg.backfill_batch or batching.peek_batch(policy.rate)
+        kind = PEEK if cfg.peek_first else COMMIT
         while self.backfill_out < cfg.backfill_window and store.candidates:
+            if not cfg.backfill_batch and len(store.candidates) < batching.peek_claim_minimum(size, self.peeks_out):
+                break
             batch = []
             while len(batch) < size and store.candidates:
                 batch.append(Feed.index(store.take_candidate()))
             self.backfill_out += 1
-            kind = PEEK if cfg.peek_first else COMMIT
+            self.peeks_out += kind == PEEK
             self._ask(Work(kind, batch[0], 0, self.now, batch=tuple(batch) if len(batch) > 1 else ()))
         if self._polls_token and policy.wants_token_sync(self.now):
             policy.sync(self.keepa.token(self.now), self.now)
@@ -289,14 +298,18 @@ class Simulation:
 
     def _on_peek(self, work: Work, response: Response) -> None:
         self.backfill_out -= 1
+        self.peeks_out -= 1
+        viable = []
         for index, stats in zip(work.keys, response.payload, strict=True):
             self.stats.asins_peeked += 1
             verdict = peek_verdict(stats)
             if verdict.viable:
-                self.backfill_out += 1
-                self._ask(Work(COMMIT, index, 0, self.now))
+                viable.append(index)
             else:
                 self.store.reject_candidate(Feed.asin(index), verdict.reason)
+        for chunk in batching.split(viable, self.cfg.commit_batch or batching.commit_batch(self.policy.rate)):
+            self.backfill_out += 1
+            self._ask(Work(COMMIT, chunk[0], 0, self.now, batch=tuple(chunk) if len(chunk) > 1 else ()))
 
     def _on_commit(self, work: Work, response: Response) -> None:
         self.backfill_out -= 1

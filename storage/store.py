@@ -23,7 +23,7 @@ from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import describe, drop_connection, open_database, storage_error, write_transaction
 from storage.migrations import migrate
-from storage.models import COMMITTED, NEW, PEEKING, REJECTED, VIABLE, WATERMARK_ID, bind_models
+from storage.models import COMMITTED, NEW, PEEKING, REJECTED, STATES, VIABLE, WATERMARK_ID, bind_models
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,9 @@ class Store:
         return bool(inserted)
 
     @_guarded
-    def take_candidates(self, n: int, now_ms: int) -> list[str]:
-        """Claim up to ``n`` of the oldest new ASINs for a peek (state ``peeking``); never the same twice."""
+    def take_candidates(self, n: int, now_ms: int, at_least: int = 1) -> list[str]:
+        """Claim up to ``n`` of the oldest new ASINs for a peek (state ``peeking``); never the same twice.
+        Fewer than ``at_least`` waiting: claim none (see :func:`pipeline.batching.peek_claim_minimum`)."""
         if n <= 0:
             return []
         L = self._t.LightDeal
@@ -95,6 +96,8 @@ class Store:
             if self._postgres:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
                 query = query.for_update("FOR UPDATE SKIP LOCKED")
             asins = [asin for (asin,) in query.tuples()]
+            if len(asins) < min(at_least, n):
+                return []
             if asins:
                 (L.update(state=PEEKING, claimed_ms=now_ms)
                  .where(L.asin.in_(asins), L.state == NEW).execute())
@@ -208,6 +211,14 @@ class Store:
     def last_ingested_ms(self) -> int | None:
         D = self._t.Deal
         return D.select(peewee.fn.MAX(D.committed_ms)).scalar()
+
+    @_guarded
+    def deals_by_state(self) -> dict[str, int]:
+        """How many light records are in each pipeline state (every state present, 0 if none)."""
+        L = self._t.LightDeal
+        counts = dict.fromkeys(STATES, 0)
+        counts.update(L.select(L.state, peewee.fn.COUNT(L.asin)).group_by(L.state).tuples())
+        return counts
 
     @_guarded
     def candidates_waiting(self) -> int:

@@ -1,0 +1,189 @@
+"""The actors' batching: full peeks, a part-filled one only when no other peek is outstanding, and
+viable ASINs committed in plan-sized calls; a batch the governor can never grant is split.
+
+Real Redis and SQLite; the embedded Keepa server stands in for Keepa, a list for the broker."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from actors.steps import OUTSTANDING_KEY, PEEK_WINDOW, Steps
+from keepa_api.catalogue import Catalogue
+from keepa_api.client import KeepaClient
+from keepa_api.server import FakeKeepa
+from pipeline import batching
+from pipeline.verdict import ViabilityRule
+from storage.store import open_store
+
+NOW = 1_700_000_000_000
+
+
+class SentMessages:
+    """The broker, as far as the steps use it: what was sent, in order."""
+
+    def __init__(self):
+        self.sent = []
+
+    def enqueue(self, message, delay=None):
+        self.sent.append(message)
+
+    def requests(self, cls):
+        return [body for kind, body in (m.args for m in self.sent) if kind == "request" and body["cls"] == cls]
+
+
+class Runtime:
+    def __init__(self, redis_client, store, client=None, rate=0):
+        self.broker, self.redis, self.store, self.client = SentMessages(), redis_client, store, client
+        self.rule, self.rate = ViabilityRule(), rate
+
+    def clock_ms(self):
+        return NOW
+
+    def peek_batch(self):
+        return batching.peek_batch(self.rate)
+
+    def commit_batch(self):
+        return batching.commit_batch(self.rate)
+
+
+@pytest.fixture
+def redis_db(redis_server):
+    client = redis.Redis.from_url(redis_server.rsplit("/", 1)[0] + "/9")  # a database of its own
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = open_store(f"sqlite:///{tmp_path}/deals.db")
+    yield opened
+    opened.close()
+
+
+def add_candidates(store, n):
+    asins = [f"B{i:09d}" for i in range(n)]
+    for i, asin in enumerate(asins):
+        store.upsert_deal(asin, NOW - i, NOW + i)
+    return asins
+
+
+class TestTheRules:
+    @pytest.mark.parametrize(("rate", "peek", "commit"), [(0, 1, 1), (5, 1, 1), (20, 1, 1), (399, 3, 1),
+                                                          (1_000, 10, 5), (100_000, 100, 100)])
+    def test_batches_grow_with_the_plan_up_to_keepas_limit(self, rate, peek, commit):
+        assert (batching.peek_batch(rate), batching.commit_batch(rate)) == (peek, commit)
+
+    def test_a_commit_batch_reserves_a_small_share_of_a_minutes_refill(self):
+        for rate in (400, 1_000, 5_000, 20_000):
+            assert batching.commit_batch(rate) * 32 <= rate / 6  # 32: the governor's most per ASIN
+
+    def test_a_part_filled_peek_waits_only_while_others_are_outstanding(self):
+        assert batching.peek_claim_minimum(100, 0) == 1
+        assert batching.peek_claim_minimum(100, 3) == 100
+        assert batching.peek_claim_minimum(1, 3) == 1
+
+    def test_split_keeps_order_and_cuts_at_the_size(self):
+        assert batching.split(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+        assert batching.split([], 5) == []
+
+
+class TestTopUp:
+    def test_peeks_carry_full_batches_and_the_remainder_waits_for_them(self, redis_db, store):
+        rt = Runtime(redis_db, store, rate=10_000)  # 100 ASINs a peek
+        add_candidates(store, 250)
+        steps = Steps(rt)
+        assert steps.top_up() == 2
+        assert [len(b["payload"]["asins"]) for b in rt.broker.requests("peek")] == [100, 100]
+        assert [b["units"] for b in rt.broker.requests("peek")] == [100, 100]
+        assert store.candidates_waiting() == 50 and int(redis_db.get(OUTSTANDING_KEY)) == 2
+        assert steps.top_up() == 0  # still outstanding: 50 is no batch
+
+        redis_db.decr(OUTSTANDING_KEY)  # one peek answered, one still out
+        assert steps.top_up() == 0 and store.candidates_waiting() == 50
+        redis_db.decr(OUTSTANDING_KEY)  # none out: nothing else would fill the batch
+        assert steps.top_up() == 1
+        assert len(rt.broker.requests("peek")[-1]["payload"]["asins"]) == 50
+        assert store.candidates_waiting() == 0 and int(redis_db.get(OUTSTANDING_KEY)) == 1
+
+    def test_a_slow_plan_peeks_every_candidate_at_once_up_to_the_window(self, redis_db, store):
+        rt = Runtime(redis_db, store, rate=20)  # 1 ASIN a peek
+        add_candidates(store, PEEK_WINDOW + 4)
+        assert Steps(rt).top_up() == PEEK_WINDOW
+        assert all(len(b["payload"]["asins"]) == 1 for b in rt.broker.requests("peek"))
+        assert store.candidates_waiting() == 4 and int(redis_db.get(OUTSTANDING_KEY)) == PEEK_WINDOW
+
+    def test_a_full_window_claims_nothing_and_leaves_the_count_alone(self, redis_db, store):
+        rt = Runtime(redis_db, store, rate=10_000)
+        add_candidates(store, 300)
+        redis_db.set(OUTSTANDING_KEY, PEEK_WINDOW)
+        assert Steps(rt).top_up() == 0
+        assert store.candidates_waiting() == 300 and int(redis_db.get(OUTSTANDING_KEY)) == PEEK_WINDOW
+
+
+class TestPeekAndCommit:
+    @pytest.fixture
+    def keepa(self):
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, viable_fraction=1.0))
+        url = server.start()
+        client = KeepaClient("test-key", base_url=url, timeout_s=5)
+        yield server, client
+        client.close()
+        server.stop()
+
+    def test_the_viable_asins_of_a_peek_are_committed_in_plan_sized_calls(self, redis_db, store, keepa):
+        server, client = keepa
+        catalogue = server.service.catalogue
+        asins = [catalogue.asin(i) for i in range(12)]
+        for asin in asins:
+            store.upsert_deal(asin, NOW, NOW)
+        rt = Runtime(redis_db, store, client, rate=1_000)  # 5 ASINs a commit
+        steps = Steps(rt)
+        claimed = store.take_candidates(100, NOW)
+        redis_db.set(OUTSTANDING_KEY, 1)
+        steps.peek("peek:g1:0", {"asins": claimed})
+        commits = rt.broker.requests("commit")
+        viable = [a for a in claimed if catalogue.is_viable(a)]  # seed 3: every verdict agrees
+        assert [c["payload"]["asins"] for c in commits] == batching.split(viable, 5)
+        assert [c["units"] for c in commits] == [len(c["payload"]["asins"]) for c in commits]
+        assert commits[0]["id"] == f"commit:{viable[0]}x5:0"
+
+        for n, request in enumerate(commits):
+            steps.commit(f"commit:g{n}:0", request["payload"])
+        assert store.deals_ingested() == store.deals_by_state()["committed"] == len(viable)
+
+    def test_a_commit_batch_that_can_never_be_granted_is_split_into_single_calls(self, redis_db, store):
+        rt = Runtime(redis_db, store)
+        batch = ["B000000001", "B000000002", "B000000003"]
+        Steps(rt).rejected("commit:B000000001x3:0", "commit", {"asins": batch}, "too big")
+        singles = rt.broker.requests("commit")
+        assert [r["payload"]["asins"] for r in singles] == [[a] for a in batch]
+        assert redis_db.get(OUTSTANDING_KEY) is None  # commits take no peek slot
+
+    def test_a_split_peek_batch_keeps_one_window_slot_per_single_peek(self, redis_db, store):
+        rt = Runtime(redis_db, store)
+        redis_db.set(OUTSTANDING_KEY, 1)
+        Steps(rt).rejected("peek:B000000001x3:0", "peek", {"asins": ["B000000001", "B000000002", "B000000003"]},
+                           "too big")
+        assert len(rt.broker.requests("peek")) == 3 and int(redis_db.get(OUTSTANDING_KEY)) == 3
+
+    def test_a_single_asin_that_can_never_be_granted_is_set_aside_with_the_reason(self, redis_db, store):
+        rt = Runtime(redis_db, store)
+        (asin,) = add_candidates(store, 1)
+        store.take_candidates(1, NOW)
+        redis_db.set(OUTSTANDING_KEY, 1)
+        Steps(rt).rejected(f"peek:{asin}x1:0", "peek", {"asins": [asin]}, "more than the bucket")
+        assert store.deals_by_state()["rejected"] == 1 and int(redis_db.get(OUTSTANDING_KEY)) == 0
+        assert rt.broker.requests("peek") == []
+
+
+def test_a_worker_sizes_its_batches_from_the_governors_snapshot(redis_db):
+    from actors.app import Runtime as AppRuntime
+    from actors.ledger import Ledger
+
+    rt = AppRuntime(settings=None, broker=None, redis=redis_db, store=None, client=None)
+    assert (rt.peek_batch(), rt.commit_batch()) == (1, 1)  # nothing known yet: one ASIN a call
+    Ledger(redis_db).write_snapshot({"refill_rate": 10_000})
+    rt._rate_read_s = None  # as if a second had passed
+    assert (rt.peek_batch(), rt.commit_batch()) == (100, 50)
