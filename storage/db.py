@@ -15,8 +15,10 @@ opened raises :class:`DatabaseUnavailable`. No message ever contains the passwor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
@@ -93,7 +95,9 @@ def _sqlite(path: str, busy_timeout_ms: int) -> peewee.SqliteDatabase:
         "synchronous": "normal",
     }
     # sqlite3's own timeout (seconds) installs the same busy handler; keep both consistent.
-    return peewee.SqliteDatabase(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000, autoconnect=True)
+    db = peewee.SqliteDatabase(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000, autoconnect=True)
+    db._keepa_write_lock = (os.getpid(), threading.RLock())  # see write_transaction
+    return db
 
 
 def _postgres(url: str) -> peewee.PostgresqlDatabase:
@@ -119,11 +123,29 @@ def _postgres(url: str) -> peewee.PostgresqlDatabase:
     return peewee.PostgresqlDatabase(name, autoconnect=True, **params)
 
 
+@contextlib.contextmanager
 def write_transaction(db: peewee.Database):
-    """``db.atomic()``; on SQLite ``BEGIN IMMEDIATE``, so a read-then-write never fails on a lock upgrade."""
+    """``db.atomic()``; on SQLite ``BEGIN IMMEDIATE``, so a read-then-write never fails on a lock upgrade.
+
+    SQLite takes one writer at a time, and a connection that finds the lock taken sleeps in SQLite's
+    busy handler (1, 2, 5, 10 ... ms) however soon the lock is free again. Threads of one process
+    therefore queue on a Python lock first (woken as soon as the holder leaves); only writers in
+    other processes still meet the busy handler."""
     if isinstance(db, peewee.SqliteDatabase):
-        return db.atomic(lock_type="IMMEDIATE")
-    return db.atomic()
+        with _write_lock(db), db.atomic(lock_type="IMMEDIATE"):
+            yield
+    else:
+        with db.atomic():
+            yield
+
+
+def _write_lock(db: peewee.SqliteDatabase) -> threading.RLock:
+    pid = os.getpid()
+    held = getattr(db, "_keepa_write_lock", None)
+    if held is None or held[0] != pid:  # a forked child starts with a lock of its own
+        held = (pid, threading.RLock())
+        db._keepa_write_lock = held
+    return held[1]
 
 
 def password_of(db: peewee.Database) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import asdict
 
 import peewee
 
@@ -23,7 +22,8 @@ from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import describe, drop_connection, open_database, storage_error, write_transaction
 from storage.migrations import migrate
-from storage.models import COMMITTED, NEW, PEEKING, REJECTED, STATES, VIABLE, WATERMARK_ID, bind_models
+from storage.models import NEW, PEEKING, REJECTED, STATES, VIABLE, WATERMARK_ID, bind_models
+from storage.statements import DEAL_COLUMNS, statements
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ def _guarded(method):
     return call
 
 
-def _greatest(column, value):
-    """``max(column, value)`` in SQL both SQLite and PostgreSQL accept."""
-    return peewee.Case(None, [(column < value, value)], column)
-
-
 class Store:
     """Intent-named storage calls on one peewee database (already migrated, see :func:`open_store`)."""
 
@@ -59,6 +54,7 @@ class Store:
         self._t = bind_models(db)
         self._postgres = isinstance(db, peewee.PostgresqlDatabase)
         self._pid = os.getpid()
+        self._sql = statements(db.param)
 
     def __repr__(self) -> str:
         return f"Store({describe(self.db)})"
@@ -72,16 +68,12 @@ class Store:
     @_guarded
     def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int) -> bool:
         """Store or refresh the light record; True if the ASIN was never seen (it becomes a candidate)."""
-        L = self._t.LightDeal
+        sql, run = self._sql, self.db.execute_sql
         with write_transaction(self.db):
-            inserted = (L.insert(asin=asin, deal_time_ms=deal_time_ms, first_seen_ms=now_ms,
-                                 last_seen_ms=now_ms, state=NEW, reason="")
-                        .on_conflict_ignore().as_rowcount().execute())
+            inserted = run(sql.light_insert, (asin, deal_time_ms, now_ms, now_ms)).rowcount > 0
             if not inserted:
-                (L.update(deal_time_ms=_greatest(L.deal_time_ms, deal_time_ms),
-                          last_seen_ms=_greatest(L.last_seen_ms, now_ms))
-                 .where(L.asin == asin).execute())
-        return bool(inserted)
+                run(sql.light_refresh, (deal_time_ms, deal_time_ms, now_ms, now_ms, asin))
+        return inserted
 
     @_guarded
     def take_candidates(self, n: int, now_ms: int, at_least: int = 1) -> list[str]:
@@ -126,11 +118,9 @@ class Store:
     @_guarded
     def record_verdict(self, asin: str, viable: bool, reason: str, now_ms: int) -> None:
         """Record the peek verdict; a committed deal keeps its state (a late repeat changes nothing)."""
-        L = self._t.LightDeal
         with write_transaction(self.db):
-            changed = (L.update(state=VIABLE if viable else REJECTED, reason=reason, claimed_ms=None,
-                                last_seen_ms=_greatest(L.last_seen_ms, now_ms))
-                       .where(L.asin == asin, L.state != COMMITTED).execute())
+            changed = self.db.execute_sql(self._sql.verdict, (VIABLE if viable else REJECTED, reason, now_ms,
+                                                              now_ms, asin)).rowcount
         if not changed:
             log.debug("verdict for %s not recorded: unknown or already committed", asin)
 
@@ -142,20 +132,14 @@ class Store:
 
         A repeat writes the same row; an older record arriving late does not overwrite a newer one.
         """
-        D, L = self._t.Deal, self._t.LightDeal
-        fields = asdict(record)
+        sql, run = self._sql, self.db.execute_sql
+        values = tuple(getattr(record, c) for c in DEAL_COLUMNS)
         with write_transaction(self.db):
-            inserted = D.insert(**fields).on_conflict_ignore().as_rowcount().execute()
+            inserted = run(sql.deal_insert, values).rowcount > 0
             if not inserted:
-                newer = {k: v for k, v in fields.items() if k != "asin"}
-                (D.update(**newer)
-                 .where(D.asin == record.asin, D.committed_ms <= record.committed_ms).execute())
-            (L.insert(asin=record.asin, deal_time_ms=record.deal_time_ms, first_seen_ms=record.committed_ms,
-                      last_seen_ms=record.committed_ms, state=COMMITTED, reason="")
-             .on_conflict(conflict_target=[L.asin],
-                          update={L.state: COMMITTED, L.claimed_ms: None})
-             .execute())
-        return bool(inserted)
+                run(sql.deal_update, (*values[1:], record.asin, record.committed_ms))
+            run(sql.light_committed, (record.asin, record.deal_time_ms, record.committed_ms, record.committed_ms))
+        return inserted
 
     # -- the watermark ----------------------------------------------------------------------------
 
