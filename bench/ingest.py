@@ -104,6 +104,8 @@ def _ingest(database_url: str, workdir: str, viable_fraction: float) -> dict:
                 "asins_per_peek": (peeked["1"] - peeked["0"]) / calls["peek"] if calls["peek"] else 0.0,
                 "asins_per_commit": (count1 - count0) / calls["commit"] if calls["commit"] else 0.0,
                 "viable_share": viable_now / peeked["1"] if peeked["1"] else 0.0,
+                "waiting": [states0["new"] + states0["peeking"] + states0["viable"],
+                            states1["new"] + states1["peeking"] + states1["viable"]],
                 "pending": snap1["pending"], "in_flight": snap1["in_flight"]}
     finally:
         stack.close()
@@ -146,7 +148,8 @@ def main() -> None:
         print(f"one worker, {db:10} {label:11}: {r['deals_per_s']:6.1f} deals committed/s over "
               f"{STEADY_WINDOW_S:.0f} s; {r['light_per_s']:.0f} feed deals stored/s; grants {grants}; "
               f"{r['asins_per_peek']:.1f} ASINs a peek, {r['asins_per_commit']:.1f} a commit; "
-              f"{100 * r['viable_share']:.1f} % of peeked ASINs viable; first deal after {r['first_deal_s']:.1f} s")
+              f"{100 * r['viable_share']:.1f} % of peeked ASINs viable; ASINs not yet peeked or committed "
+              f"{r['waiting'][0]} -> {r['waiting'][1]}; first deal after {r['first_deal_s']:.1f} s")
     print("\n| figure | target | measured |\n|---|---|---|")
     for (db, label), r in ingest.items():
         print(f"| one worker, deals committed/s, {db}, catalogue {label} | >= 200 | "
