@@ -97,10 +97,13 @@ class Catalogue:
         current[COUNT_NEW], current[COUNT_USED] = offers, rng.randrange(0, 6)
         current[RATING], current[COUNT_REVIEWS] = rng.randrange(30, 51), rng.randrange(0, 20_000)
         avg = {}
+        drifting = [t for t, v in enumerate(current) if v >= 0 and t not in _STEADY]
         for days in (*DATE_RANGES, 180, 365):
             drift = 1.0 if days < 7 else avg90 / max(new, 1) * (0.97 + 0.03 * days / 365)
-            avg[days] = [v if v < 0 or t in _STEADY else int(v * drift * rng.uniform(0.97, 1.03))
-                         for t, v in enumerate(current)]
+            row = list(current)
+            for t in drifting:  # in type order: the same draws as a comprehension over every type
+                row[t] = int(current[t] * drift * rng.uniform(0.97, 1.03))
+            avg[days] = row
         image = "".join(rng.choice(_ALPHABET + "abcdefghijklmnopqrstuvwxyz") for _ in range(11)) + ".jpg"
         return {
             "viable": viable, "offers": offers, "current": current, "avg": avg,
@@ -116,10 +119,17 @@ class Catalogue:
         current = base["current"]
         seen = self.start_minute + int(self.appears_at(index))
         avg = [base["avg"][days] for days in DATE_RANGES]
-        delta = [[c - a if c >= 0 and a >= 0 else 0 for c, a in zip(current, row, strict=True)]
-                 for row in avg]
-        percent = [[round(d * 100 / a) if a > 0 else 0 for d, a in zip(drow, arow, strict=True)]
-                   for drow, arow in zip(delta, avg, strict=True)]
+        priced = [t for t, c in enumerate(current) if c >= 0]  # an average is -1 where current is
+        delta, percent = [], []
+        for row in avg:
+            drow, prow = [0] * PRICE_TYPES, [0] * PRICE_TYPES
+            for t in priced:
+                a = row[t]
+                if a >= 0:
+                    drow[t] = d = current[t] - a
+                    prow[t] = round(d * 100 / a) if a > 0 else 0
+            delta.append(drow)
+            percent.append(prow)
         return {
             "asin": asin, "title": base["title"], "rootCat": base["root"],
             "categories": [base["root"], base["root"] * 10 + index % 7],
@@ -132,7 +142,7 @@ class Catalogue:
                 stock: bool = False) -> dict:
         """The product object Keepa would return; ``offers`` returned = min(found, offers)."""
         base = self._base(asin)
-        rng = random.Random(f"{self.seed}:{asin}:detail")
+        rng = random.Random(f"{self.seed}:{asin}:detail") if history or offers else None
         current, updated = base["current"], base["updated"]
         out = {"asin": asin, "title": base["title"], "rootCategory": base["root"],
                "lastUpdate": updated, "csv": None, "stats": None}
@@ -159,11 +169,12 @@ class Catalogue:
     @staticmethod
     def _series(rng: random.Random, price_type: int, value: int, end: int) -> list[int]:
         flat, minute = [], end - 90 * 1440
+        chance, uniform, randrange = rng.random, rng.uniform, rng.randrange
+        gaps, shipping = price_type != SALES, price_type == BUY_BOX_SHIPPING
         while minute < end:
-            gap = price_type != SALES and rng.random() < 0.08
-            point = -1 if gap else max(1, int(value * rng.uniform(0.85, 1.2)))
-            flat += [minute, point, 0] if price_type == BUY_BOX_SHIPPING else [minute, point]
-            minute += rng.randrange(600, 9_000)
+            point = -1 if gaps and chance() < 0.08 else max(1, int(value * uniform(0.85, 1.2)))
+            flat += [minute, point, 0] if shipping else [minute, point]
+            minute += randrange(600, 9_000)
         flat += [end, value, 0] if price_type == BUY_BOX_SHIPPING else [end, value]
         return flat
 
