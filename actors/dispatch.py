@@ -27,12 +27,66 @@ from dramatiq.errors import ConnectionClosed
 
 log = logging.getLogger(__name__)
 
+# Sends and acknowledgements in bulk, on Dramatiq's layout: a message is its body in the hash
+# ``<ns>:<queue>.msgs`` and its id on the list ``<ns>:<queue>``; a fetched one also sits in the
+# fetching process's set ``<ns>:__acks__.<broker id>.<queue>`` until acknowledged. An ack removes the
+# body only if the id was still in that set (otherwise maintenance has requeued it: keep it), as
+# Dramatiq's own ack does. The ledger's commit script embeds this function, so the governor's
+# write, its grants and its acknowledgements happen in one atomic step.
+SEND_AND_ACK_LUA = """
+local function send_and_ack(at)
+  local ns, worker = ARGV[at], ARGV[at + 1]
+  local n_send, n_ack = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local i = at + 4
+  for _ = 1, n_send do
+    redis.call('HSET', ns .. ':' .. ARGV[i] .. '.msgs', ARGV[i + 1], ARGV[i + 2])
+    redis.call('RPUSH', ns .. ':' .. ARGV[i], ARGV[i + 1])
+    i = i + 3
+  end
+  for _ = 1, n_ack do
+    if redis.call('SREM', ns .. ':__acks__.' .. worker .. '.' .. ARGV[i], ARGV[i + 1]) > 0 then
+      redis.call('HDEL', ns .. ':' .. ARGV[i] .. '.msgs', ARGV[i + 1])
+    end
+    i = i + 2
+  end
+end
+"""
+
+
+class Outbox:
+    """Messages made ready to enqueue exactly as ``broker.enqueue`` would (a fresh Redis id, the
+    delay queue and ``eta`` for a delay, the enqueue middleware), plus acknowledgements, flattened
+    into script arguments. Call :meth:`delivered` once the script has run."""
+
+    def __init__(self, broker: RedisBroker, sends: list[tuple[Message, int | None]], acks: list[tuple[str, Message]]):
+        self.broker = broker
+        self.sent: list[tuple[Message, int | None]] = []
+        flat_sends, flat_acks = [], []
+        for message, delay in sends:
+            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+            if delay is not None:
+                message = message.copy(queue_name=dq_name(message.queue_name),
+                                       options={"eta": current_millis() + delay})
+            broker.emit_before("enqueue", message, delay)
+            flat_sends += [message.queue_name, message.options["redis_message_id"], message.encode()]
+            self.sent.append((message, delay))
+        for queue_name, message in acks:
+            flat_acks += [queue_name, message.options["redis_message_id"]]
+        self.args = [broker.namespace, broker.broker_id, len(self.sent), len(acks), *flat_sends, *flat_acks]
+        self.empty = not self.sent and not acks
+
+    def delivered(self) -> list[Message]:
+        for message, delay in self.sent:
+            self.broker.emit_after("enqueue", message, delay)
+        return [message for message, _ in self.sent]
+
 
 class Dispatch:
     def __init__(self, broker: RedisBroker):
         self.broker = broker
         self._script = broker.scripts["dispatch"]
         self._keys = [broker.namespace]
+        self._bulk = broker.client.register_script(SEND_AND_ACK_LUA + "send_and_ack(1)\n")
 
     def _args(self, command: str, queue_name: str, *args) -> list:
         broker = self.broker
@@ -74,27 +128,18 @@ class Dispatch:
         return out
 
     def send(self, sends: list[tuple[Message, int | None]], acks: list[tuple[str, Message]] = ()) -> list[Message]:
-        """Enqueue each ``(message, delay_ms)`` as ``broker.enqueue`` would (middleware included), then
-        acknowledge each ``(queue it was fetched from, message)``, all in one round trip. Sends go
-        first: a crash in between leaves the acknowledgements undone, so those come back (at least once)."""
-        broker = self.broker
-        calls, sent = [], []
-        for message, delay in sends:
-            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
-            queue_name = message.queue_name
-            if delay is not None:
-                queue_name = dq_name(queue_name)
-                message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
-            broker.emit_before("enqueue", message, delay)
-            calls.append(self._args("enqueue", queue_name, message.options["redis_message_id"], message.encode()))
-            sent.append((message, delay))
-        for queue_name, message in acks:
-            calls.append(self._args("ack", queue_name, message.options["redis_message_id"]))
-        if calls:
-            self._run(calls)
-        for message, delay in sent:
-            broker.emit_after("enqueue", message, delay)
-        return [message for message, _ in sent]
+        """Enqueue each ``(message, delay_ms)`` and acknowledge each ``(queue it was fetched from,
+        message)``, all in one atomic script call."""
+        outbox = self.outbox(sends, acks)
+        if not outbox.empty:
+            try:
+                self._bulk(args=outbox.args)
+            except redis.ConnectionError as exc:
+                raise ConnectionClosed(exc) from None
+        return outbox.delivered()
+
+    def outbox(self, sends: list[tuple[Message, int | None]], acks: list[tuple[str, Message]] = ()) -> Outbox:
+        return Outbox(self.broker, sends, acks)
 
     def requeue(self, queue_name: str, messages: list[Message]) -> None:
         """Hand fetched, unacknowledged messages back to the end of their queue (already acknowledged

@@ -2,9 +2,9 @@
 
 One message at a time (queue ``governor``, one process, one thread): take the lease, load the state
 if this process just became leader (and resynchronise from Keepa's free ``/token``), apply the
-message to the policy with ``now``, write what changed (fenced by the lease), then send the grants
-and, if needed, one delayed wake message for the next possible grant. A process without the lease
-stands by: it hands the message back with a delay and grants nothing.
+message to the policy with ``now``, then in one atomic script write what changed (fenced by the
+lease), send the grants (and, if needed, one delayed wake message for the next possible grant) and
+acknowledge the messages applied. A process without the lease stands by and grants nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class GovernorHost:
         self.host: dict = {}
         self.waits = WaitHistogram()
         self._snapshot_ms = 0
-        self._outbox: list[tuple[Message, int | None]] = []   # (message, delay ms) sent after the write
+        self._outbox: list[tuple[Message, int | None]] = []   # (message, delay ms) sent with the write
 
     # -- leadership and state -------------------------------------------------------------------
     def _take_over(self, now: int) -> None:
@@ -185,14 +185,15 @@ class GovernorHost:
         self.host["waits"] = self.waits.to_json()
         ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
         doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS else None
-        if not self.ledger.commit(ops, doc):
+        box = self.dispatch.outbox(outbox, acks)
+        if not self.ledger.commit(ops, doc, box):
             self.forget()
             log.info("governor %s lost the lease: %s holds it", self.ledger.holder[:8], self.ledger.leader())
-            return False  # lost the lease mid-message: send nothing
+            return False  # lost the lease mid-message: nothing was written, sent or acknowledged
         if doc is not None:
             self._snapshot_ms = now
         self._outbox = []
-        self.dispatch.send(outbox, acks)
+        box.delivered()
         return True
 
     def _grant_message(self, grant, payload) -> Message:

@@ -17,12 +17,14 @@ import uuid
 
 import redis
 
+from actors.dispatch import SEND_AND_ACK_LUA, Outbox
+
 PREFIX = "keepa-deals:governor:"
 KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
 SNAPSHOT_KEY = PREFIX + "snapshot"
 LEASE_MS = 30_000
 
-_COMMIT = """
+_COMMIT = SEND_AND_ACK_LUA + """
 local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] then return 0 end
 local ops = cjson.decode(ARGV[2])
@@ -35,6 +37,7 @@ for _, kv in ipairs(ops.done_add) do redis.call('ZADD', KEYS[5], kv[2], kv[1]) e
 if ops.done_before then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.done_before) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
+if #ARGV > 4 then send_and_ack(5) end
 return 1
 """
 
@@ -89,10 +92,12 @@ class Ledger:
         value = self.redis.get(KEYS[0])
         return value.decode() if value else None
 
-    def commit(self, ops: Ops, snapshot: dict | None = None) -> bool:
-        """Apply ``ops`` (and write ``snapshot``) only if no other process holds the lease; renew it."""
+    def commit(self, ops: Ops, snapshot: dict | None = None, outbox: Outbox | None = None) -> bool:
+        """Apply ``ops`` (and write ``snapshot``) only if no other process holds the lease; renew it;
+        in the same atomic step send and acknowledge what ``outbox`` holds. False: nothing happened."""
         doc = json.dumps(snapshot, separators=(",", ":")) if snapshot is not None else ""
-        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY], args=[self.holder, ops.to_json(), self.lease_ms, doc]))
+        args = [self.holder, ops.to_json(), self.lease_ms, doc, *(outbox.args if outbox else ())]
+        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY], args=args))
 
     def load(self) -> tuple[dict | None, list[dict], list[dict], dict[str, int]]:
         pipe = self.redis.pipeline()

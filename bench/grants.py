@@ -29,6 +29,9 @@ from pathlib import Path
 CLIENT_THREADS = 32
 BURST = 5_000                          # requests queued at once to measure the governor's own capacity
 WARMUP_S, GOVERNOR_WINDOW_S, LIMITER_WINDOW_S, ALONE_WINDOW_S = 1.0, 6.0, 4.0, 2.0
+RECEIVERS, RECEIVER_THREADS = 4, 2        # grant receivers: worker processes, as in production
+RECEIVERS, RECEIVER_THREADS = 4, 2        # grant receivers: worker processes, as in production
+OPEN_RATE, OPEN_WINDOW_S = 1_000, 6.0  # the latency target is quoted at the throughput target
 WORKER_TIMEOUT_MS = 5                 # the consumers' idle poll ceiling: small, so latency is not poll time
 PLENTY = {"balance": 10**6, "refill_per_minute": 100_000}
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,43 +59,112 @@ def _governor_process(redis_url: str, db_url: str) -> None:
     processes.run_governor(settings)
 
 
+def _receiver(redis_url: str, arrivals, stop, threads: int) -> None:
+    """A grant receiver process, as a ``keepa-deals worker`` receives grants: a real Dramatiq
+    ``Worker`` on the ``commit`` queue whose actor settles at once with a plausible envelope and
+    reports when the grant arrived (``time.monotonic()`` is one clock for every process here)."""
+    import dramatiq
+    from dramatiq import Message
+
+    from actors.broker import make_broker
+
+    broker = make_broker(redis_url)
+
+    def keepa_commit(grant_id, payload):
+        arrived = time.monotonic()
+        broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
+                               args=("settle", settle_body(grant_id)), kwargs={}, options={}))
+        arrivals.put((grant_id, arrived))
+
+    dramatiq.actor(keepa_commit, broker=broker, queue_name="commit", actor_name="keepa_commit", max_retries=0)
+    worker = dramatiq.Worker(broker, queues={"commit"}, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS)
+    worker.start()
+    stop.wait()
+    worker.stop(timeout=2_000)
+    broker.close()
+
+
 class _GrantClient:
-    """Sends requests, receives grants (a real Dramatiq worker here), settles them, times each one."""
+    """Sends requests from this process; ``RECEIVERS`` processes receive the grants and settle them;
+    arrivals come back over a pipe and are timed against the send."""
 
     def __init__(self, redis_url: str):
-        import dramatiq
         from dramatiq import Message
 
         from actors.broker import make_broker
-        self._url = redis_url
-        self.broker = broker = make_broker(redis_url)
-        self._sent: dict[str, tuple[float, threading.Event]] = {}
-        self.latencies_ms: dict[str, float] = {}
 
-        def keepa_commit(grant_id, payload):
-            arrived = time.perf_counter()
-            broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
-                                   args=("settle", settle_body(grant_id)), kwargs={}, options={}))
+        ctx = multiprocessing.get_context("spawn")
+        self.broker = make_broker(redis_url)
+        self._sent: dict[str, tuple[float, threading.Event | None]] = {}
+        self.latencies_ms: dict[str, float] = {}
+        self._message = Message
+        self._arrivals, self._stop = ctx.Queue(), ctx.Event()
+        self._receivers = [ctx.Process(target=_receiver, args=(redis_url, self._arrivals, self._stop, RECEIVER_THREADS),
+                                       daemon=True) for _ in range(RECEIVERS)]
+        for proc in self._receivers:
+            proc.start()
+        self._collector = threading.Thread(target=self._collect, daemon=True)
+        self._collector.start()
+
+    def _collect(self) -> None:
+        while True:
+            item = self._arrivals.get()
+            if item is None:
+                return
+            grant_id, arrived = item
             sent = self._sent.pop(grant_id, None)
             if sent:
                 self.latencies_ms[grant_id] = (arrived - sent[0]) * 1000
-                sent[1].set()
-
-        dramatiq.actor(keepa_commit, broker=broker, queue_name="commit", actor_name="keepa_commit", max_retries=0)
-        self._message = Message
-        self.worker = dramatiq.Worker(broker, queues={"commit"}, worker_threads=4, worker_timeout=WORKER_TIMEOUT_MS)
-        self.worker.start()
+                if sent[1] is not None:
+                    sent[1].set()
 
     def request(self, rid: str, timeout_s: float = 10.0) -> float | None:
         done = threading.Event()
-        self._sent[rid] = (time.perf_counter(), done)
+        self._sent[rid] = (time.monotonic(), done)
         body = {"id": rid, "cls": "commit", "units": 1, "payload": {"asins": ["B000000000"]}}
         self.broker.enqueue(self._message(queue_name="governor", actor_name="keepa_governor",
                                           args=("request", body), kwargs={}, options={}))
         return self.latencies_ms.get(rid) if done.wait(timeout_s) else None
 
+    def open_loop(self, rate: float, seconds: float, tick_s: float = 0.005, grace_s: float = 5.0) -> dict:
+        """Offer ``rate`` requests a second for ``seconds`` whatever happens to them (an open loop: a
+        slow governor cannot slow the offered load down and hide its own latency), sent every
+        ``tick_s`` in one round trip, the way many workers asking at once would. Then wait up to
+        ``grace_s`` for the last grants; a request never granted by then counts as timed out."""
+        from actors.dispatch import Dispatch
+
+        dispatch = Dispatch(self.broker)
+        ids, sent_n = [], 0
+        started = time.perf_counter()
+        while (now := time.perf_counter()) < started + seconds:
+            due = int((now - started) * rate) - sent_n
+            batch = [f"open:{started}:{sent_n + i}" for i in range(due)]
+            t0 = time.monotonic()
+            for rid in batch:
+                self._sent[rid] = (t0, None)
+            dispatch.send([(self._message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
+                                          args=("request", {"id": rid, "cls": "commit", "units": 1,
+                                                            "payload": {"asins": ["B000000000"]}})), None)
+                           for rid in batch])
+            ids += batch
+            sent_n += due
+            time.sleep(tick_s)
+        offered_s = time.perf_counter() - started
+        deadline = time.monotonic() + grace_s
+        while any(rid in self._sent for rid in ids[-50:]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lat = [self.latencies_ms[rid] for rid in ids if rid in self.latencies_ms]
+        return {**_summary(len(lat) / offered_s, lat, len(ids) - len(lat)), "offered": len(ids) / offered_s,
+                "max": max(lat) if lat else float("nan")}
+
     def close(self) -> None:
-        self.worker.stop(timeout=2_000)
+        self._stop.set()
+        for proc in self._receivers:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        self._arrivals.put(None)
+        self._collector.join(5)
         self.broker.close()
 
 
@@ -132,7 +204,7 @@ def _capacity(redis_url: str, pids: dict[str, int], n: int = BURST, timeout_s: f
 
     queued, in_flight = client.llen("dramatiq:commit"), client.hlen(KEYS[3])  # left by the closed loops
     cpu0 = {k: _cpu_s(pid) for k, pid in pids.items()}
-    ids = [f"capacity:{i}" for i in range(n)]
+    ids = [f"capacity:{time.monotonic_ns()}:{i}" for i in range(n)]
     started = time.perf_counter()
     to_governor("request", [{"id": i, "cls": "commit", "units": 1, "payload": {"asins": ["B000000000"]}} for i in ids])
     grant_s = time.perf_counter() - started + until(lambda: client.llen("dramatiq:commit") >= queued + n, "grant")
@@ -218,6 +290,7 @@ def _governor_run(server, workdir: str, threads: int) -> dict:
         _closed_loop(client.request, threads, WARMUP_S)
         out = {"loaded": _summary(*_closed_loop(client.request, threads, GOVERNOR_WINDOW_S))}
         out["alone"] = _summary(*_closed_loop(client.request, 1, ALONE_WINDOW_S))
+        out["open"] = client.open_loop(OPEN_RATE, OPEN_WINDOW_S)
         client.close()
         client = None
         out["capacity"] = _capacity(server.url, {"governor": child.pid, "redis": server.process.pid})
@@ -284,7 +357,12 @@ def main() -> None:
     print(f"| governor grants/s, {CLIENT_THREADS} client threads | >= 1,000 | {gov['rate']:,.0f} |")
     print(f"| governor request-grant-settle cycles/s, {BURST:,} requests then settles queued at once "
           f"(its own capacity) | >= 1,000 | {cycle:,.0f} |")
-    print(f"| governor request-to-grant p50 / p99, {CLIENT_THREADS} threads | p99 < 20 ms | "
+    ol = sides["governor"]["open"]
+    print(f"open loop: {ol['offered']:,.0f} requests/s offered, {ol['rate']:,.0f} grants/s received, request-to-grant "
+          f"p50 {ol['p50']:.1f} ms, p99 {ol['p99']:.1f} ms, max {ol['max']:.1f} ms, {ol['failed']} not granted in time")
+    print(f"| governor request-to-grant p50 / p99 at {OPEN_RATE:,} requests/s offered (open loop) | p99 < 20 ms | "
+          f"{ol['p50']:.1f} / {ol['p99']:.1f} ms |")
+    print(f"| governor request-to-grant p50 / p99, {CLIENT_THREADS} threads | - | "
           f"{gov['p50']:.1f} / {gov['p99']:.1f} ms |")
     print(f"| governor request-to-grant p50 / p99, 1 thread | - | {sides['governor']['alone']['p50']:.1f} / "
           f"{sides['governor']['alone']['p99']:.1f} ms |")

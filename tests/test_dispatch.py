@@ -15,6 +15,7 @@ from dramatiq.middleware import Middleware
 
 from actors.broker import make_broker
 from actors.dispatch import Dispatch
+from actors.ledger import KEYS, Ledger, Ops
 
 
 @pytest.fixture
@@ -91,3 +92,27 @@ def test_a_restarted_redis_without_the_script_is_handled(broker):
     broker.client.script_flush()
     Dispatch(broker).send([(_message("q3", 1), None)])
     assert broker.client.llen(f"{broker.namespace}:q3") == 1
+
+
+def test_the_ledger_writes_sends_and_acknowledges_in_one_step_or_not_at_all(broker):
+    dispatch = Dispatch(broker)
+    dispatch.send([(_message("governor", i), None) for i in range(3)])
+    (fetched,) = dispatch.fetch([("governor", 10)])
+    acks_key = f"{broker.namespace}:__acks__.{broker.broker_id}.governor"
+    ledger, usurper = Ledger(broker.client, holder="me"), Ledger(broker.client, holder="usurper")
+    broker.client.delete(*KEYS)
+    assert usurper.acquire()
+    ops = Ops()
+    ops.pending_add.append(["r1", "{}"])
+    grants = [(_message("commit", 7), None), (_message("governor", 8), 5_000)]
+    assert not ledger.commit(ops, None, dispatch.outbox(grants, [("governor", m) for m in fetched]))
+    assert broker.client.llen(f"{broker.namespace}:commit") == 0
+    assert broker.client.scard(acks_key) == 3 and not broker.client.hlen(KEYS[2])
+    broker.client.delete(KEYS[0])  # the usurper's lease runs out
+    box = dispatch.outbox(grants, [("governor", m) for m in fetched])
+    assert ledger.commit(ops, None, box)
+    sent = box.delivered()
+    assert broker.client.hkeys(KEYS[2]) == [b"r1"]
+    assert broker.client.lrange(f"{broker.namespace}:commit", 0, -1) == [sent[0].options["redis_message_id"].encode()]
+    assert broker.client.llen(f"{broker.namespace}:governor.DQ") == 1 and sent[1].queue_name == "governor.DQ"
+    assert broker.client.scard(acks_key) == 0 and broker.client.hlen(f"{broker.namespace}:governor.msgs") == 0
