@@ -17,6 +17,7 @@ import time
 
 import dramatiq
 from dramatiq import Message
+from dramatiq.common import dq_name
 
 from actors.app import setup
 from actors.ledger import Ledger
@@ -93,6 +94,25 @@ def run_worker(settings: Settings, threads: int = 8) -> int:
     return run_consumer(settings, WORKER_QUEUES, threads)
 
 
+def delayed_peeks(broker) -> int:
+    """Peeks the governor cannot see yet: peek requests asked again with a delay after a failed
+    call (on ``governor.DQ``) and peek grants Dramatiq retries after an exception (``peek.DQ``).
+    Without them, a Keepa outage would let the scheduler claim candidates without bound.
+
+    Reads Dramatiq's Redis layout (``<namespace>:<queue>.msgs`` holds each queued or fetched but
+    unacknowledged message), as :mod:`actors.dispatch` does."""
+    client, ns = broker.client, broker.namespace
+    count = client.hlen(f"{ns}:{dq_name('peek')}.msgs")
+    for raw in client.hvals(f"{ns}:{dq_name('governor')}.msgs"):
+        try:
+            message = Message.decode(raw)
+            kind, body = message.args[:2]
+        except Exception:  # not ours to judge here: the governor drops malformed messages
+            continue
+        count += kind == "request" and isinstance(body, dict) and body.get("cls") == "peek"
+    return count
+
+
 def scheduler_tick(rt, now_ms: int) -> bool:
     """One tick; at most once per Keepa minute however many schedulers or restarts there are."""
     slot = now_ms // rt.minute_ms
@@ -104,7 +124,7 @@ def scheduler_tick(rt, now_ms: int) -> bool:
     if requeued:
         log.warning("requeued %d candidates claimed by workers that never finished", requeued)
     if snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:
-        outstanding = snapshot["pending"]["peek"] + snapshot["in_flight"]["peek"]
+        outstanding = snapshot["pending"]["peek"] + snapshot["in_flight"]["peek"] + delayed_peeks(rt.broker)
         rt.redis.set(OUTSTANDING_KEY, outstanding)
     rt.steps.top_up()
     # the governor schedules its own wakes; this nudge only covers a wake lost with a killed process

@@ -187,3 +187,31 @@ def test_a_worker_sizes_its_batches_from_the_governors_snapshot(redis_db):
     Ledger(redis_db).write_snapshot({"refill_rate": 10_000})
     rt._rate_read_s = None  # as if a second had passed
     assert (rt.peek_batch(), rt.commit_batch()) == (100, 50)
+
+
+def test_the_peek_window_counts_peeks_waiting_to_be_asked_or_run_again(redis_server):
+    """A Keepa outage parks peeks on Dramatiq's delay queues, where the governor cannot see them;
+    the scheduler's reconciliation of the window must count them, or it claims without bound."""
+    from dramatiq import Message
+
+    from actors.broker import make_broker
+    from actors.processes import delayed_peeks
+
+    broker = make_broker(redis_server.rsplit("/", 1)[0] + "/9")
+    broker.client.flushdb()
+    try:
+        def request(cls):
+            return Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
+                           args=("request", {"id": f"{cls}:x:1", "cls": cls, "payload": {}}))
+        assert delayed_peeks(broker) == 0
+        broker.enqueue(request("peek"), delay=60_000)     # asked again after a failed call
+        broker.enqueue(request("commit"), delay=60_000)
+        broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),
+                               kwargs={}, options={}), delay=60_000)
+        broker.enqueue(request("peek"))                   # on the governor's queue: it counts it itself
+        broker.enqueue(Message(queue_name="peek", actor_name="keepa_peek", args=("g", {"asins": []}),
+                               kwargs={}, options={}), delay=60_000)  # a grant Dramatiq will retry
+        assert delayed_peeks(broker) == 2
+    finally:
+        broker.client.flushdb()
+        broker.close()
