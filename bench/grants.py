@@ -134,9 +134,13 @@ class _GrantClient:
         from actors.dispatch import Dispatch
 
         dispatch = Dispatch(self.broker)
-        ids, sent_n = [], 0
+        ids, sent_n, depth, looked = [], 0, {"governor": 0, "commit": 0}, 0.0
         started = time.perf_counter()
         while (now := time.perf_counter()) < started + seconds:
+            if now - looked >= 0.1:  # where a backlog sits: requests before the governor, or grants after it
+                looked = now
+                for queue in depth:
+                    depth[queue] = max(depth[queue], self.broker.client.llen(f"dramatiq:{queue}"))
             due = int((now - started) * rate) - sent_n
             batch = [f"open:{started}:{sent_n + i}" for i in range(due)]
             t0 = time.monotonic()
@@ -155,7 +159,7 @@ class _GrantClient:
             time.sleep(0.01)
         lat = [self.latencies_ms[rid] for rid in ids if rid in self.latencies_ms]
         return {**_summary(len(lat) / offered_s, lat, len(ids) - len(lat)), "offered": len(ids) / offered_s,
-                "max": max(lat) if lat else float("nan")}
+                "max": max(lat) if lat else float("nan"), "depth": depth}
 
     def close(self) -> None:
         self._stop.set()
@@ -290,7 +294,12 @@ def _governor_run(server, workdir: str, threads: int) -> dict:
         _closed_loop(client.request, threads, WARMUP_S)
         out = {"loaded": _summary(*_closed_loop(client.request, threads, GOVERNOR_WINDOW_S))}
         out["alone"] = _summary(*_closed_loop(client.request, 1, ALONE_WINDOW_S))
+        pids = {"governor": child.pid, "redis": server.process.pid, "bench (sender)": os.getpid(),
+                **{f"receiver {i}": proc.pid for i, proc in enumerate(client._receivers)}}
+        cpu0, t0 = {k: _cpu_s(pid) for k, pid in pids.items()}, time.monotonic()
         out["open"] = client.open_loop(OPEN_RATE, OPEN_WINDOW_S)
+        took = time.monotonic() - t0
+        out["open"]["cpu"] = {k: (_cpu_s(pid) - cpu0[k]) / took for k, pid in pids.items()}
         client.close()
         client = None
         out["capacity"] = _capacity(server.url, {"governor": child.pid, "redis": server.process.pid})
@@ -360,6 +369,9 @@ def main() -> None:
     ol = sides["governor"]["open"]
     print(f"open loop: {ol['offered']:,.0f} requests/s offered, {ol['rate']:,.0f} grants/s received, request-to-grant "
           f"p50 {ol['p50']:.1f} ms, p99 {ol['p99']:.1f} ms, max {ol['max']:.1f} ms, {ol['failed']} not granted in time")
+    print(f"  deepest queues: {ol['depth']['governor']} requests waiting for the governor, "
+          f"{ol['depth']['commit']} grants waiting for a receiver; CPU (cores) "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ol["cpu"].items()) + f"; load average {os.getloadavg()[0]:.1f}")
     print(f"| governor request-to-grant p50 / p99 at {OPEN_RATE:,} requests/s offered (open loop) | p99 < 20 ms | "
           f"{ol['p50']:.1f} / {ol['p99']:.1f} ms |")
     print(f"| governor request-to-grant p50 / p99, {CLIENT_THREADS} threads | - | "
