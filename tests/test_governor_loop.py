@@ -1,0 +1,104 @@
+"""The governor's batch loop, step by step, on a real redis-server (Keepa and the clock are faked:
+they lie outside). What is checked is what Redis holds afterwards, as Dramatiq's workers see it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from types import SimpleNamespace
+
+import pytest
+from dramatiq import Message
+
+from actors.broker import make_broker
+from actors.dispatch import Dispatch
+from actors.governor_actor import GovernorHost
+from actors.governor_loop import GovernorLoop
+from actors.ledger import KEYS, SNAPSHOT_KEY, Ledger
+from governor.config import GovernorConfig
+from keepa_api.tokens import Envelope
+
+NOW = 1_700_000_000_000
+
+
+@pytest.fixture
+def loop(redis_server):
+    broker = make_broker(redis_server)
+    broker.client.flushdb()
+    clock = SimpleNamespace(ms=NOW)
+    host = GovernorHost(Ledger(broker.client, holder="me"), broker, GovernorConfig(),
+                        lambda: Envelope(clock.ms, 1_000, 60_000, 100), clock_ms=lambda: clock.ms)
+    stop = threading.Event()
+    stop.set()  # the loop's naps return at once: the test drives it step by step
+    loop = GovernorLoop(SimpleNamespace(host=host), stop)
+    loop.clock = clock
+    yield loop
+    broker.client.flushdb()
+    broker.close()
+
+
+def _ask(broker, *rids, args=None) -> None:
+    Dispatch(broker).send([(Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
+                                    args=args or ("request", {"id": rid, "cls": "commit", "units": 1,
+                                                              "payload": {"asins": ["B000000001"]}})), None)
+                           for rid in rids])
+
+
+def _ids(broker, queue: str) -> list[bytes]:
+    return broker.client.lrange(f"dramatiq:{queue}", 0, -1)
+
+
+def _acks(broker) -> int:
+    return broker.client.scard(f"dramatiq:__acks__.{broker.broker_id}.governor")
+
+
+def test_a_batch_is_granted_written_and_acknowledged_in_one_step(loop):
+    broker = loop.host.broker
+    _ask(broker, "a", "b", "c")
+    loop.step()
+    grants = [Message.decode(broker.client.hget("dramatiq:commit.msgs", i)) for i in _ids(broker, "commit")]
+    assert [g.args[0] for g in grants] == ["a", "b", "c"]
+    assert _ids(broker, "governor") == [] and _acks(broker) == 0
+    assert not broker.client.hlen("dramatiq:governor.msgs")          # acknowledged: bodies gone
+    assert sorted(broker.client.hkeys(KEYS[3])) == [b"a", b"b", b"c"]  # in flight, durably
+    assert not broker.client.hlen(KEYS[2])                            # asked and granted: never pending
+    assert json.loads(broker.client.get(SNAPSHOT_KEY))["leader"]["id"] == "me"
+
+
+def test_a_batch_that_cannot_be_written_goes_back_to_the_queue_at_once(loop):
+    broker = loop.host.broker
+    _ask(broker, "a")
+    loop.step()
+    broker.client.set(KEYS[0], "another governor")  # the lease passes on while this one still runs
+    _ask(broker, "b", "c")
+    loop.step()
+    assert len(_ids(broker, "governor")) == 2 and _acks(broker) == 0   # handed back, not stuck in our ack set
+    assert len(_ids(broker, "commit")) == 1                             # nothing granted without the lease
+    assert loop.host.gov is None                                        # state dropped, reloaded on return
+    broker.client.delete(KEYS[0])
+    loop.step()
+    assert len(_ids(broker, "commit")) == 3 and _ids(broker, "governor") == []
+
+
+def test_a_malformed_message_is_dropped_and_the_rest_of_its_batch_granted(loop, caplog):
+    broker = loop.host.broker
+    _ask(broker, "x", args=("request", {"cls": "commit"}))
+    _ask(broker, "a")
+    loop.step()
+    assert "MalformedMessage dropped" in caplog.text
+    assert len(_ids(broker, "commit")) == 1 and _ids(broker, "governor") == [] and _acks(broker) == 0
+
+
+def test_a_delayed_message_is_held_until_due_then_applied(loop):
+    broker = loop.host.broker
+    Dispatch(broker).send([(Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
+                                    args=("request", {"id": "later", "cls": "commit", "units": 1})), 60_000)])
+    loop.step()
+    assert _ids(broker, "commit") == [] and len(loop.held) == 1
+    eta = loop.held[0][0]
+    loop.clock.ms = eta + 1
+    loop._dq_polled = 0.0
+    loop.step()                # due: moved to the governor queue
+    loop.step()                # and granted
+    assert len(_ids(broker, "commit")) == 1 and loop.held == []
+    assert broker.client.llen("dramatiq:governor.DQ") == 0
