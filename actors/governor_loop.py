@@ -11,7 +11,9 @@ consume at all: it stands by and checks the lease once a second, so a standby ne
 
 Delayed messages (wakes, back-off retries) arrive on ``governor.DQ``; like Dramatiq's own worker,
 the loop keeps them unacknowledged until due, then moves them to ``governor``. When nothing is
-waiting the loop naps, 1 ms at first, doubling up to ``poll_ms``.
+waiting the loop naps 1 ms, and once idle for ``BUSY_S`` doubles the nap up to ``poll_ms``: under
+load a request waits at most about a millisecond to be fetched, when idle the loop costs ~200
+fetches a second.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ STANDBY_POLL_S = 1.0
 MAX_ATTEMPTS = 3
 DQ_POLL_S = 0.05
 HOLD_MAX = 256                 # delayed messages held unacknowledged until due, at most
+BUSY_S = 0.05                  # this soon after a batch, an empty fetch naps 1 ms, not longer
 
 
 class GovernorLoop:
@@ -47,6 +50,7 @@ class GovernorLoop:
         self._standing_by = False
         self._dq_polled = 0.0
         self._nap_ms = 1.0
+        self._busy_at = 0.0
 
     def _hand_back(self) -> None:
         """Give every unacknowledged message back to its queue now. (Whatever this process fetched
@@ -94,9 +98,10 @@ class GovernorLoop:
         wake = self.host.host.get("wake_at")
         if not batch and (wake is None or wake > now):
             self.stop.wait(self._nap_ms / 1000)
-            self._nap_ms = min(self.poll_ms, self._nap_ms * 2)
+            if time.monotonic() - self._busy_at > BUSY_S:  # idle for a while: nap longer, up to poll_ms
+                self._nap_ms = min(self.poll_ms, self._nap_ms * 2)
             return
-        self._nap_ms = 1.0
+        self._nap_ms, self._busy_at = 1.0, time.monotonic()
         self._apply(batch, now)
 
     def _hold(self, fetched: list, now: int) -> None:
