@@ -147,7 +147,7 @@ class GovernorHost:
         self.host.get("resent_ms", {}).pop(gid, None)
         ops.inflight_del.append(gid)
         ops.done_add.append([gid, now])
-        ops.done_before = now - self.config.remember_ms
+        ops.done_before, ops.done_keep = now - self.config.remember_ms, self.config.remember_done
 
     def _wake(self, body, now, ops) -> None:
         if self.host.get("wake_at") is not None and self.host["wake_at"] <= now:

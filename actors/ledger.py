@@ -1,13 +1,15 @@
 """The governor's durable state in Redis, and the lease that makes exactly one governor grant.
 
 Keys (prefix ``keepa-deals:governor:``): ``core`` (JSON scalars), ``pending`` and ``inflight``
-(hashes: request or grant JSON with its payload), ``done`` (sorted set of finished ids by time),
+(hashes: request or grant JSON with its payload), ``done`` (sorted set of finished ids by time, as
+many as the policy remembers: ``remember_ms`` back, at most ``remember_done``),
 ``lease`` (the leader's id, with a TTL), ``snapshot`` (the state document for status and metrics).
 
 Every write is one Lua script that first checks the lease: a governor that lost its lease (paused,
 partitioned, a second one started by mistake) can no longer change anything. Fencing, not hope.
-The commit script also takes a lease nobody holds (what :meth:`Ledger.acquire` would do first) and
-writes the snapshot, so a message already led by this process costs one round trip to Redis here.
+The commit script also takes a lease nobody holds (what :meth:`Ledger.acquire` would do first),
+writes the snapshot, and enqueues the grants and acknowledges the applied messages it is given
+(:class:`actors.dispatch.Outbox`), so a batch costs one round trip to Redis here, all or nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ for _, kv in ipairs(ops.inflight_add) do redis.call('HSET', KEYS[4], kv[1], kv[2
 for _, k in ipairs(ops.inflight_del) do redis.call('HDEL', KEYS[4], k) end
 for _, kv in ipairs(ops.done_add) do redis.call('ZADD', KEYS[5], kv[2], kv[1]) end
 if ops.done_before then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.done_before) end
+if ops.done_keep then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(ops.done_keep + 1)) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
 if #ARGV > 4 then send_and_ack(5) end
@@ -62,6 +65,7 @@ class Ops:
         self.inflight_del: list = []
         self.done_add: list = []
         self.done_before: int | None = None
+        self.done_keep: int | None = None     # keep at most this many finished ids, the newest
 
     def to_json(self) -> str:
         data = {k: v for k, v in vars(self).items() if v is not None}

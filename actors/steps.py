@@ -199,6 +199,10 @@ class Steps:
         if batch is None:
             return
         now = rt.clock_ms()
+        answered = {product.asin for product in batch.products}
+        for asin in asins:  # nothing Keepa left out stays "viable" for ever: set it aside, saying why
+            if asin not in answered:
+                rt.store.record_verdict(asin, False, "Keepa's commit answer had no product for it", now)
         for product in batch.products:
             stats = _peek_stats(product)
             try:

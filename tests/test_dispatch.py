@@ -116,3 +116,13 @@ def test_the_ledger_writes_sends_and_acknowledges_in_one_step_or_not_at_all(brok
     assert broker.client.lrange(f"{broker.namespace}:commit", 0, -1) == [sent[0].options["redis_message_id"].encode()]
     assert broker.client.llen(f"{broker.namespace}:governor.DQ") == 1 and sent[1].queue_name == "governor.DQ"
     assert broker.client.scard(acks_key) == 0 and broker.client.hlen(f"{broker.namespace}:governor.msgs") == 0
+
+
+def test_the_ledger_keeps_the_newest_finished_ids_up_to_the_policys_count(broker):
+    ledger = Ledger(broker.client, holder="me")
+    broker.client.delete(*KEYS)
+    ops = Ops()
+    ops.done_add = [[f"r{i}", 1_000 + i] for i in range(5)]
+    ops.done_before, ops.done_keep = 1_000, 3   # r0 is too old, and only 3 may stay
+    assert ledger.commit(ops)
+    assert broker.client.zrange(KEYS[4], 0, -1) == [b"r2", b"r3", b"r4"]

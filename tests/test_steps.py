@@ -5,6 +5,8 @@ Real Redis and SQLite; the embedded Keepa server stands in for Keepa, a list for
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import redis
 
@@ -152,6 +154,23 @@ class TestPeekAndCommit:
         for n, request in enumerate(commits):
             steps.commit(f"commit:g{n}:0", request["payload"])
         assert store.deals_ingested() == store.deals_by_state()["committed"] == len(viable)
+
+    def test_an_asin_keepa_leaves_out_of_a_commit_answer_is_set_aside_with_the_reason(self, redis_db, store, keepa):
+        server, client = keepa
+        asins = [server.service.catalogue.asin(i) for i in range(3)]
+        for asin in asins:
+            store.upsert_deal(asin, NOW, NOW)
+            store.record_verdict(asin, True, "viable", NOW)
+
+        class Omitting:  # Keepa answers, but without the middle product
+            def commit(self, wanted):
+                batch = client.commit(wanted)
+                return dataclasses.replace(batch, products=tuple(p for p in batch.products if p.asin != asins[1]))
+
+        Steps(Runtime(redis_db, store, Omitting(), rate=1_000)).commit("commit:g:0", {"asins": asins})
+        assert store.deals_ingested() == 2
+        states = store.deals_by_state()
+        assert states["committed"] == 2 and states["rejected"] == 1 and states["viable"] == 0
 
     def test_a_commit_batch_that_can_never_be_granted_is_split_into_single_calls(self, redis_db, store):
         rt = Runtime(redis_db, store)
