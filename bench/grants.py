@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.proc import cpu_s
+
 CLIENT_THREADS = 32
 BURST = 5_000                          # requests queued at once to measure the governor's own capacity
 WARMUP_S, GOVERNOR_WINDOW_S, LIMITER_WINDOW_S, ALONE_WINDOW_S = 1.0, 6.0, 4.0, 2.0
@@ -233,7 +235,7 @@ def _capacity(redis_url: str, pids: dict[str, int], n: int = BURST, timeout_s: f
         return time.perf_counter() - started
 
     queued, in_flight = client.llen("dramatiq:commit"), client.hlen(KEYS[3])  # left by the closed loops
-    cpu0 = {k: _cpu_s(pid) for k, pid in pids.items()}
+    cpu0 = {k: cpu_s(pid) for k, pid in pids.items()}
     ids = [f"capacity:{time.monotonic_ns()}:{i}" for i in range(n)]
     started = time.perf_counter()
     to_governor("request", [{"id": i, "cls": "commit", "units": 1, "payload": {"asins": ["B000000000"]}} for i in ids])
@@ -241,16 +243,9 @@ def _capacity(redis_url: str, pids: dict[str, int], n: int = BURST, timeout_s: f
     started = time.perf_counter()
     to_governor("settle", [settle_body(i) for i in ids])
     settle_s = time.perf_counter() - started + until(lambda: client.hlen(KEYS[3]) <= in_flight, "settle")
-    cpu = {k: (_cpu_s(pid) - cpu0[k]) * 1e6 / n for k, pid in pids.items()}
+    cpu = {k: (cpu_s(pid) - cpu0[k]) * 1e6 / n for k, pid in pids.items()}
     broker.close()
     return {"grant_s": grant_s, "settle_s": settle_s, "cpu_us_per_grant": cpu}
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _closed_loop(op, threads: int, seconds: float) -> tuple[float, list[float], int]:
@@ -322,11 +317,11 @@ def _governor_run(server, workdir: str, threads: int) -> dict:
         out["alone"] = _summary(*_closed_loop(client.request, 1, ALONE_WINDOW_S))
         pids = {"governor": child.pid, "redis": server.process.pid, "bench (sender)": os.getpid(),
                 **{f"receiver {i}": proc.pid for i, proc in enumerate(client._receivers)}}
-        cpu0, t0 = {k: _cpu_s(pid) for k, pid in pids.items()}, time.monotonic()
+        cpu0, t0 = {k: cpu_s(pid) for k, pid in pids.items()}, time.monotonic()
         client.open_loop(OPEN_RATE, WARMUP_S)   # receivers and governor out of their idle naps
         out["open"] = client.open_loop(OPEN_RATE, OPEN_WINDOW_S)
         took = time.monotonic() - t0
-        out["open"]["cpu"] = {k: (_cpu_s(pid) - cpu0[k]) / took for k, pid in pids.items()}
+        out["open"]["cpu"] = {k: (cpu_s(pid) - cpu0[k]) / took for k, pid in pids.items()}
         client.close()
         client = _GrantClient(server.url, light=True)
         client.open_loop(OPEN_RATE, WARMUP_S)

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.proc import cpu_s
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,11 +90,15 @@ def _ingest(database_url: str, workdir: str, viable_fraction: float) -> dict:
         time.sleep(STEADY_AFTER_S)
         ledger = Ledger(redis.Redis.from_url(stack.redis.url))
 
+        pids = {**{role: proc.pid for role, proc in stack.procs.items()}, "redis": stack.redis.process.pid,
+                "embedded Keepa (this process)": os.getpid()}
+
         def look():
-            return store.deals_ingested(), store.deals_by_state(), ledger.read_snapshot(), time.monotonic()
-        count0, states0, snap0, t0 = look()
+            return (store.deals_ingested(), store.deals_by_state(), ledger.read_snapshot(), time.monotonic(),
+                    {k: cpu_s(pid) for k, pid in pids.items()})
+        count0, states0, snap0, t0, cpu0 = look()
         time.sleep(STEADY_WINDOW_S)
-        count1, states1, snap1, t1 = look()
+        count1, states1, snap1, t1, cpu1 = look()
         store.close()
         span = t1 - t0
         calls = {c: snap1["grants_total"][c] - snap0["grants_total"][c] for c in snap1["grants_total"]}
@@ -106,7 +112,8 @@ def _ingest(database_url: str, workdir: str, viable_fraction: float) -> dict:
                 "viable_share": viable_now / peeked["1"] if peeked["1"] else 0.0,
                 "waiting": [states0["new"] + states0["peeking"] + states0["viable"],
                             states1["new"] + states1["peeking"] + states1["viable"]],
-                "pending": snap1["pending"], "in_flight": snap1["in_flight"]}
+                "pending": snap1["pending"], "in_flight": snap1["in_flight"],
+                "cpu": {k: (cpu1[k] - cpu0[k]) / span for k in pids}}
     finally:
         stack.close()
 
@@ -150,6 +157,8 @@ def main() -> None:
               f"{r['asins_per_peek']:.1f} ASINs a peek, {r['asins_per_commit']:.1f} a commit; "
               f"{100 * r['viable_share']:.1f} % of peeked ASINs viable; ASINs not yet peeked or committed "
               f"{r['waiting'][0]} -> {r['waiting'][1]}; first deal after {r['first_deal_s']:.1f} s")
+        print("    CPU (cores): " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu"].items())
+              + f"; worker CPU per feed deal stored {r['cpu']['worker'] / max(r['light_per_s'], 1e-9) * 1e6:,.0f} us")
     print("\n| figure | target | measured |\n|---|---|---|")
     for (db, label), r in ingest.items():
         print(f"| one worker, deals committed/s, {db}, catalogue {label} | >= 200 | "
