@@ -88,10 +88,14 @@ def test_fetch_ack_and_requeue_keep_dramatiqs_bookkeeping(broker):
     assert [m.args[0] for m in again] == [18, 19]
 
 
-def test_a_restarted_redis_without_the_script_is_handled(broker):
-    broker.client.script_flush()
-    Dispatch(broker).send([(_message("q3", 1), None)])
+def test_a_restarted_redis_without_the_scripts_is_handled(broker):
+    dispatch = Dispatch(broker)
+    broker.client.script_flush()        # what a restart without persistence of scripts looks like
+    dispatch.send([(_message("q3", 1), None)])
     assert broker.client.llen(f"{broker.namespace}:q3") == 1
+    broker.client.script_flush()
+    (fetched,) = dispatch.fetch([("q3", 5)])
+    assert [m.args[0] for m in fetched] == [1]
 
 
 def test_the_ledger_writes_sends_and_acknowledges_in_one_step_or_not_at_all(broker):
