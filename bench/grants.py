@@ -66,7 +66,6 @@ def _receiver(redis_url: str, arrivals, stop, threads: int) -> None:
     ``Worker`` on the ``commit`` queue whose actor settles at once with a plausible envelope and
     reports when the grant arrived (``time.monotonic()`` is one clock for every process here)."""
     import dramatiq
-    from dramatiq import Message
 
     from actors.broker import make_broker
 
@@ -74,8 +73,7 @@ def _receiver(redis_url: str, arrivals, stop, threads: int) -> None:
 
     def keepa_commit(grant_id, payload):
         arrived = time.monotonic()
-        broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
-                               args=("settle", settle_body(grant_id)), kwargs={}, options={}))
+        broker.enqueue(to_governor("settle", settle_body(grant_id)))
         arrivals.put((grant_id, arrived))
 
     dramatiq.actor(keepa_commit, broker=broker, queue_name="commit", actor_name="keepa_commit", max_retries=0)
@@ -90,7 +88,6 @@ def _light_receiver(redis_url: str, arrivals, stop, threads: int) -> None:
     """A grant receiver that only takes grants off the ``commit`` queue (one fetch of up to 256,
     napping 0.5 ms when there is none) and settles them in one round trip: what it times is when
     the governor's grant reached the queue, not how soon a Dramatiq worker picks it up."""
-    from dramatiq import Message
 
     from actors.broker import make_broker
     from actors.dispatch import Dispatch
@@ -105,8 +102,7 @@ def _light_receiver(redis_url: str, arrivals, stop, threads: int) -> None:
             continue
         for grant in grants:
             arrivals.put((grant.args[0], arrived))
-        dispatch.send([(Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
-                                args=("settle", settle_body(grant.args[0]))), None) for grant in grants],
+        dispatch.send([(to_governor("settle", settle_body(grant.args[0])), None) for grant in grants],
                       [("commit", grant) for grant in grants])
     broker.close()
 
@@ -116,7 +112,6 @@ class _GrantClient:
     arrivals come back over a pipe and are timed against the send."""
 
     def __init__(self, redis_url: str, light: bool = False):
-        from dramatiq import Message
 
         from actors.broker import make_broker
 
@@ -124,7 +119,6 @@ class _GrantClient:
         self.broker = make_broker(redis_url)
         self._sent: dict[str, tuple[float, threading.Event | None]] = {}
         self.latencies_ms: dict[str, float] = {}
-        self._message = Message
         self._arrivals, self._stop = ctx.Queue(), ctx.Event()
         target, n = (_light_receiver, 1) if light else (_receiver, RECEIVERS)
         self._receivers = [ctx.Process(target=target, args=(redis_url, self._arrivals, self._stop, RECEIVER_THREADS),
@@ -149,9 +143,7 @@ class _GrantClient:
     def request(self, rid: str, timeout_s: float = 10.0) -> float | None:
         done = threading.Event()
         self._sent[rid] = (time.monotonic(), done)
-        body = {"id": rid, "cls": "commit", "units": 1, "payload": {"asins": ["B000000000"]}}
-        self.broker.enqueue(self._message(queue_name="governor", actor_name="keepa_governor",
-                                          args=("request", body), kwargs={}, options={}))
+        self.broker.enqueue(to_governor("request", request_body(rid)))
         return self.latencies_ms.get(rid) if done.wait(timeout_s) else None
 
     def open_loop(self, rate: float, seconds: float, tick_s: float = 0.005, grace_s: float = 5.0) -> dict:
@@ -174,10 +166,7 @@ class _GrantClient:
             t0 = time.monotonic()
             for rid in batch:
                 self._sent[rid] = (t0, None)
-            dispatch.send([(self._message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
-                                          args=("request", {"id": rid, "cls": "commit", "units": 1,
-                                                            "payload": {"asins": ["B000000000"]}})), None)
-                           for rid in batch])
+            dispatch.send([(to_governor("request", request_body(rid)), None) for rid in batch])
             ids += batch
             sent_n += due
             time.sleep(tick_s)
@@ -200,6 +189,18 @@ class _GrantClient:
         self.broker.close()
 
 
+def to_governor(kind: str, body: dict):
+    """A message for the governor's queue, as the actors send it (``actors.steps``)."""
+    from dramatiq import Message
+
+    return Message(queue_name="governor", actor_name="keepa_governor", args=(kind, body), kwargs={}, options={})
+
+
+def request_body(rid: str) -> dict:
+    """A one-ASIN commit request: the bench's unit of work."""
+    return {"id": rid, "cls": "commit", "units": 1, "payload": {"asins": ["B000000000"]}}
+
+
 def settle_body(grant_id: str) -> dict:
     from keepa_api.tokens import Envelope
 
@@ -213,7 +214,6 @@ def _capacity(redis_url: str, pids: dict[str, int], n: int = BURST, timeout_s: f
     ``n`` settles queued at once, timed until the governor's in-flight ledger is empty. Returns
     seconds for each phase and CPU microseconds per grant for each process in ``pids``."""
     import redis
-    from dramatiq import Message
 
     from actors.broker import make_broker
     from actors.dispatch import Dispatch
@@ -222,9 +222,8 @@ def _capacity(redis_url: str, pids: dict[str, int], n: int = BURST, timeout_s: f
     broker = make_broker(redis_url)
     client = redis.Redis.from_url(redis_url)
 
-    def to_governor(kind: str, bodies: list[dict]) -> None:
-        Dispatch(broker).send([(Message(queue_name="governor", actor_name="keepa_governor", args=(kind, b),
-                                        kwargs={}, options={}), None) for b in bodies])
+    def send(kind: str, bodies: list[dict]) -> None:
+        Dispatch(broker).send([(to_governor(kind, b), None) for b in bodies])
 
     def until(done, what: str) -> float:
         started, deadline = time.perf_counter(), time.monotonic() + timeout_s
@@ -238,10 +237,10 @@ def _capacity(redis_url: str, pids: dict[str, int], n: int = BURST, timeout_s: f
     cpu0 = {k: cpu_s(pid) for k, pid in pids.items()}
     ids = [f"capacity:{time.monotonic_ns()}:{i}" for i in range(n)]
     started = time.perf_counter()
-    to_governor("request", [{"id": i, "cls": "commit", "units": 1, "payload": {"asins": ["B000000000"]}} for i in ids])
+    send("request", [request_body(i) for i in ids])
     grant_s = time.perf_counter() - started + until(lambda: client.llen("dramatiq:commit") >= queued + n, "grant")
     started = time.perf_counter()
-    to_governor("settle", [settle_body(i) for i in ids])
+    send("settle", [settle_body(i) for i in ids])
     settle_s = time.perf_counter() - started + until(lambda: client.hlen(KEYS[3]) <= in_flight, "settle")
     cpu = {k: (cpu_s(pid) - cpu0[k]) * 1e6 / n for k, pid in pids.items()}
     broker.close()
