@@ -20,10 +20,12 @@ import orjson
 
 from keepa_api.deal import Deal, decode_deal
 from keepa_api.fields import (
+    MAX_KEEPA_MINUTE,
     NO_DATA,
     boolean,
     int_array,
     integer,
+    keepa_minute,
     keepa_minute_to_datetime,
     keepa_time,
     malformed,
@@ -38,6 +40,7 @@ __all__ = ["Deal", "DealPage", "Offer", "Product", "ProductBatch", "Stats", "dec
            "decode_envelope", "decode_offer", "decode_product", "decode_products", "decode_stats",
            "keepa_minute_to_datetime", "load_body"]
 
+_LIST_ONLY, _PAIR_ONLY = {list}, {2}
 SHIPPING_TYPES = frozenset({7, *range(18, 30), 32})   # csv series stored as [minute, price, shipping]
 
 
@@ -48,8 +51,8 @@ class Stats:
     avg90: tuple[int, ...]
     avg180: tuple[int, ...]
     avg365: tuple[int, ...]
-    min: tuple[tuple[datetime, int] | None, ...]
-    max: tuple[tuple[datetime, int] | None, ...]
+    min: tuple[tuple[int, int] | None, ...]     # (Keepa minute, value) per price type, or None
+    max: tuple[tuple[int, int] | None, ...]
     sales_rank_drops_30: int
     sales_rank_drops_90: int
     sales_rank_drops_180: int
@@ -116,12 +119,25 @@ def _series(value, path: str, stride: int) -> tuple[tuple[datetime, int], ...] |
     return tuple(points)
 
 
-def _dated_values(value, path: str) -> tuple[tuple[datetime, int] | None, ...]:
-    """``stats.min``/``max``: per price type ``[minute, value]`` or null."""
+def _dated_values(value, path: str) -> tuple[tuple[int, int] | None, ...]:
+    """``stats.min``/``max``: per price type ``[minute, value]`` or null, minutes kept as Keepa minutes.
+
+    Every peeked ASIN carries 2 x 36 of these and the pipeline reads none, so they stay integers
+    (convert with :func:`keepa_minute_to_datetime`): converting each to a datetime was the larger part
+    of decoding a peek answer. One C pass checks a well-formed array (as in :func:`int_array`);
+    anything it refuses takes the item-by-item path, which names the bad item."""
     if value is None:
         return ()
     if type(value) is not list:
         raise malformed(path, "an array or null", value)
+    pairs = [item for item in value if item is not None]
+    try:
+        if (set(map(type, pairs)) <= _LIST_ONLY and set(map(len, pairs)) <= _PAIR_ONLY
+                and type(sum(map(sum, pairs))) is int
+                and (not pairs or min(pairs)[0] >= 0 and max(pairs)[0] <= MAX_KEEPA_MINUTE)):
+            return tuple([None if item is None else (item[0], item[1]) for item in value])
+    except TypeError:
+        pass
     out = []
     for i, item in enumerate(value):
         if item is None:
@@ -130,7 +146,7 @@ def _dated_values(value, path: str) -> tuple[tuple[datetime, int] | None, ...]:
         pair = int_array(item, f"{path}[{i}]")
         if len(pair) != 2:
             raise malformed(f"{path}[{i}]", "a [minute, value] pair", item)
-        out.append((keepa_time(pair[0], f"{path}[{i}][0]"), pair[1]))
+        out.append((keepa_minute(pair[0], f"{path}[{i}][0]"), pair[1]))
     return tuple(out)
 
 

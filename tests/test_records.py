@@ -76,6 +76,19 @@ def test_product_series_keep_gaps_and_offers_keep_their_latest_price():
     assert product.offers[0].price == raw["offers"][0]["offerCSV"][-2]
 
 
+def test_stats_min_and_max_keep_keepa_minutes_and_name_a_bad_pair():
+    raw = PRODUCT_BODY["products"][0]["stats"]
+    stats = decode_products(PRODUCT_BODY)[0].stats
+    assert stats.min == tuple(None if p is None else tuple(p) for p in raw["min"])
+    assert stats.max == tuple(None if p is None else tuple(p) for p in raw["max"])
+    assert any(p is not None for p in stats.min)
+    for bad, named in (([5, 1, 2], "stats.min[1]"), ([-4, 1], "stats.min[1][0]"), (["x", 1], "stats.min[1]"),
+                       ({"a": 1}, "stats.min[1]")):
+        body = _with(PRODUCT_BODY, ("products", 0, "stats", "min"), [[7_000_000, 10], bad, None])
+        with pytest.raises(MalformedResponse, match=named.replace("[", r"\[").replace("]", r"\]")):
+            decode_products(body)
+
+
 def _with(body, path, value):
     body = copy.deepcopy(body)
     target = body
