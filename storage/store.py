@@ -20,7 +20,14 @@ import peewee
 
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
-from storage.db import describe, drop_connection, open_database, storage_error, write_transaction
+from storage.db import (
+    describe,
+    drop_connection,
+    open_database,
+    statement_transaction,
+    storage_error,
+    write_transaction,
+)
 from storage.migrations import migrate
 from storage.models import NEW, PEEKING, REJECTED, STATES, VIABLE, WATERMARK_ID, bind_models
 from storage.statements import DEAL_COLUMNS, statements
@@ -68,9 +75,9 @@ class Store:
     @_guarded
     def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int) -> bool:
         """Store or refresh the light record; True if the ASIN was never seen (it becomes a candidate)."""
-        sql, run = self._sql, self.db.execute_sql
-        with write_transaction(self.db):
-            inserted = run(sql.light_insert, (asin, deal_time_ms, now_ms, now_ms)).rowcount > 0
+        sql = self._sql
+        with statement_transaction(self.db) as run:
+            inserted = run(sql.light_insert, (asin, deal_time_ms, now_ms, now_ms)) > 0
             if not inserted:
                 run(sql.light_refresh, (deal_time_ms, deal_time_ms, now_ms, now_ms, asin))
         return inserted
@@ -118,9 +125,8 @@ class Store:
     @_guarded
     def record_verdict(self, asin: str, viable: bool, reason: str, now_ms: int) -> None:
         """Record the peek verdict; a committed deal keeps its state (a late repeat changes nothing)."""
-        with write_transaction(self.db):
-            changed = self.db.execute_sql(self._sql.verdict, (VIABLE if viable else REJECTED, reason, now_ms,
-                                                              now_ms, asin)).rowcount
+        with statement_transaction(self.db) as run:
+            changed = run(self._sql.verdict, (VIABLE if viable else REJECTED, reason, now_ms, now_ms, asin))
         if not changed:
             log.debug("verdict for %s not recorded: unknown or already committed", asin)
 
@@ -132,10 +138,10 @@ class Store:
 
         A repeat writes the same row; an older record arriving late does not overwrite a newer one.
         """
-        sql, run = self._sql, self.db.execute_sql
+        sql = self._sql
         values = tuple(getattr(record, c) for c in DEAL_COLUMNS)
-        with write_transaction(self.db):
-            inserted = run(sql.deal_insert, values).rowcount > 0
+        with statement_transaction(self.db) as run:
+            inserted = run(sql.deal_insert, values) > 0
             if not inserted:
                 run(sql.deal_update, (*values[1:], record.asin, record.committed_ms))
             run(sql.light_committed, (record.asin, record.deal_time_ms, record.committed_ms, record.committed_ms))

@@ -6,11 +6,12 @@ import multiprocessing
 import threading
 from dataclasses import asdict
 
+import peewee
 import pytest
 
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
-from storage.db import open_database
+from storage.db import open_database, statement_transaction
 from storage.migrations import LATEST, STEPS, migrate, schema_version
 from storage.models import bind_models
 from storage.store import Store, open_store
@@ -222,6 +223,18 @@ def test_a_verdict_takes_a_candidate_out_of_line_and_never_undoes_a_commit(store
 
 
 # -- committed deals ------------------------------------------------------------------------------
+
+def test_a_failed_hot_write_rolls_back_whole_and_the_next_write_works(store):
+    store.upsert_deal("B000000001", 1_000, 1_000)
+    with pytest.raises(RuntimeError), statement_transaction(store.db) as run:
+        assert run(store._sql.verdict, ("viable", "half a write", 2_000, 2_000, "B000000001")) == 1
+        raise RuntimeError("the worker dies between two statements")
+    assert light(store, "B000000001")["state"] == "new"  # nothing of the failed transaction stayed
+    with pytest.raises(peewee.DatabaseError), statement_transaction(store.db) as run:
+        run("INSERT INTO no_such_table VALUES (1)", ())
+    store.record_verdict("B000000001", True, "viable", 3_000)
+    assert light(store, "B000000001")["state"] == "viable"
+
 
 def test_storing_a_deal_again_writes_the_same_row(store):
     store.upsert_deal("B000000001", 1_000, 2_000)
