@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dramatiq
@@ -17,7 +18,7 @@ from actors.broker import make_broker
 from actors.governor_actor import GovernorHost
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
-from actors.steps import Steps
+from actors.steps import Steps, read_pages
 from governor.config import GovernorConfig
 from keepa_deals.errors import BadKey, ConfigError
 from keepa_deals.settings import Settings
@@ -43,6 +44,7 @@ class Runtime:
     steps: Steps | None = None
     _rate: int = 0
     _rate_read_s: float | None = None
+    _page_pool: ThreadPoolExecutor | None = None
 
     @property
     def minute_ms(self) -> int:
@@ -71,6 +73,13 @@ class Runtime:
     def commit_batch(self) -> int:
         return batching.commit_batch(self.plan_rate())
 
+    def scan_pages(self) -> int:
+        return batching.scan_pages(self.plan_rate())
+
+    def read_pages(self, selection: dict, pages: range) -> list:
+        if self._page_pool is None and len(pages) > 1:  # made in the process that reads, on first use
+            self._page_pool = ThreadPoolExecutor(batching.MAX_SCAN_PAGES, thread_name_prefix="keepa-page")
+        return read_pages(self.client, selection, pages, self._page_pool)
 
 RUNTIME: Runtime | None = None
 

@@ -13,8 +13,9 @@ import logging
 from dramatiq import Message
 
 from actors.messages import MalformedMessage, envelope_to, field
+from keepa_api.tokens import merge_envelopes
 from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected
-from pipeline.batching import peek_claim_minimum, split
+from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, split
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
 from pipeline.verdict import NO_DATA, PeekStats, peek_verdict
@@ -47,11 +48,12 @@ class Steps:
         self._to_governor("settle", {"grant_id": grant_id, "endpoint": endpoint, "outcome": outcome,
                                      "envelope": envelope_to(envelope), "message": message})
 
-    def _failed(self, grant_id: str, endpoint: str, exc: KeepaError) -> str:
+    def _failed(self, grant_id: str, endpoint: str, exc: KeepaError, envelope=None) -> str:
+        """Settle a failed call with its envelope (or ``envelope``: all the grant's calls merged)."""
         outcome = {429: "429", 402: "402", 400: "400", 404: "400", 405: "400"}.get(exc.status or 0)
         if outcome is None:
             outcome = "malformed" if isinstance(exc, MalformedResponse) else ("5xx" if exc.status else "timeout")
-        self.settle(grant_id, endpoint, outcome, exc.envelope, str(exc))
+        self.settle(grant_id, endpoint, outcome, envelope or exc.envelope, str(exc))
         return outcome
 
     def _retry(self, rid: str, attempt: int, cls: str, payload: dict, exc: KeepaError, **kw) -> None:
@@ -82,34 +84,55 @@ class Steps:
             return False  # a scan is in progress
         rt.redis.set(LAST_SCAN_KEY, now_ms)
         page = rt.store.load_watermark().next_page
-        self.ask(f"upsert:{scan}.{page}:0", "upsert", {"scan": scan, "page": page}, continues=True)
+        self._ask_pages(scan, page)
         return True
 
+    def _ask_pages(self, scan: int, page: int, attempt: int = 0, **retry) -> None:
+        """Ask to read the feed from ``page`` on, as many pages a grant as the plan affords
+        (:func:`pipeline.batching.scan_pages`); ``retry`` holds the failure for a later ask."""
+        pages = self.rt.scan_pages()
+        payload = {"scan": scan, "page": page, "pages": pages}
+        if retry:
+            self._retry(f"upsert:{scan}.{page}:{attempt}", attempt, "upsert", payload, retry["exc"],
+                        continues=True, units=pages)
+        else:
+            self.ask(f"upsert:{scan}.{page}:0", "upsert", payload, units=pages, continues=True)
+
     def upsert(self, grant_id: str, payload: dict) -> None:
+        """Read the granted feed pages at once, then store them strictly in page order, saving the
+        cursor after each: a crash resumes at the first page not stored. The page that ends the scan
+        drops the pages after it; a failed page drops itself and those after it, and is asked again."""
         rt = self.rt
         page, scan = field(payload, "page", int, "upsert"), field(payload, "scan", int, "upsert")
-        try:
-            result = rt.client.deals(SELECTION, page)
-        except BadKey as exc:
-            self._failed(grant_id, "deal", exc)
-            rt.redis.delete(SCAN_KEY)
-            raise
-        except KeepaError as exc:
-            self._failed(grant_id, "deal", exc)
-            self._retry(grant_id, payload.get("attempt", 0), "upsert", payload, exc, continues=True)
-            return
-        now = rt.clock_ms()
-        times = []
-        for deal in result.deals:
-            deal_ms = int(deal.last_update.timestamp() * 1000)
-            times.append(deal_ms)
-            rt.store.upsert_deal(deal.asin, deal_ms, now)
-        watermark, more = rt.store.load_watermark().advance(times)
-        rt.store.advance_watermark(watermark, now)
-        self.settle(grant_id, "deal", "ok", result.envelope)
+        pages = payload.get("pages", 1)
+        if type(pages) is not int or not 1 <= pages <= MAX_SCAN_PAGES or page < 0:
+            raise MalformedMessage(f"upsert: page must be >= 0 and pages 1 to {MAX_SCAN_PAGES}, "
+                                   f"got {page!r}, {pages!r}")
+        results = rt.read_pages(SELECTION, range(page, page + pages))
+        envelopes = [r.envelope for r in results if r.envelope is not None]
+        merged = merge_envelopes(envelopes) if envelopes else None
+        more, watermark = True, None
+        for at, result in enumerate(results, start=page):
+            if isinstance(result, KeepaError):
+                self._failed(grant_id, "deal", result, merged)
+                if isinstance(result, BadKey):
+                    rt.redis.delete(SCAN_KEY)
+                    raise result
+                self._ask_pages(scan, at, payload.get("attempt", 0) if at == page else 0, exc=result)
+                return
+            now = rt.clock_ms()
+            times = []
+            for deal in result.deals:
+                deal_ms = int(deal.last_update.timestamp() * 1000)
+                times.append(deal_ms)
+                rt.store.upsert_deal(deal.asin, deal_ms, now)
+            watermark, more = rt.store.load_watermark().advance(times)
+            rt.store.advance_watermark(watermark, now)
+            if not more:
+                break
+        self.settle(grant_id, "deal", "ok", merged)
         if more:
-            self.ask(f"upsert:{scan}.{watermark.next_page}:0", "upsert",
-                     {"scan": scan, "page": watermark.next_page}, continues=True)
+            self._ask_pages(scan, watermark.next_page)
         else:
             rt.redis.delete(SCAN_KEY)
         self.top_up()
@@ -154,9 +177,10 @@ class Steps:
         A rejected request (400) will never succeed: its ASINs are set aside with Keepa's reason.
         A bad key stops the actor (no retry helps); anything else is asked for again."""
         rt = self.rt
-        call = rt.client.peek if endpoint == "peek" else rt.client.commit
         try:
-            return call(asins)
+            # a commit stores stats, title and the offer count, never the price history: history=0
+            # costs the same tokens and spares Keepa, the wire and the decoder the 36 csv series
+            return rt.client.peek(asins) if endpoint == "peek" else rt.client.commit(asins, history=False)
         except RequestRejected as exc:
             self._failed(grant_id, endpoint, exc)
             for asin in asins:
@@ -231,6 +255,19 @@ class Steps:
             rt.redis.decr(OUTSTANDING_KEY)
         for asin in asins:
             rt.store.record_verdict(asin, False, reason, rt.clock_ms())
+
+
+def read_pages(client, selection: dict, pages: range, pool=None) -> list:
+    """The feed pages ``pages`` read at once on ``pool``'s threads (one page: on this thread), in page
+    order: each a DealPage or the KeepaError of its call."""
+    def read(page):
+        try:
+            return client.deals(selection, page)
+        except KeepaError as exc:
+            return exc
+    if len(pages) == 1 or pool is None:
+        return [read(page) for page in pages]
+    return list(pool.map(read, pages))
 
 
 def _peek_stats(product) -> PeekStats | None:

@@ -12,7 +12,8 @@ agree on what Keepa does. No clock is read here: every method takes ``now_ms``.
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 REFILL_PERIOD_MS = 60_000
 CAP_MINUTES = 60
@@ -201,3 +202,14 @@ class TokenBucket:
             refill_rate=self.rate,
             tokens_consumed=consumed,
         )
+
+
+def merge_envelopes(envelopes: Sequence[Envelope]) -> Envelope:
+    """One envelope for several calls made under one grant: the numbers of the answer Keepa gave last
+    (the highest timestamp; among equal ones the lowest balance, which has the most charges in it)
+    and the tokens every call consumed."""
+    if not envelopes:
+        raise ValueError("merge_envelopes needs at least one envelope")
+    last = max(envelopes, key=lambda e: (e.timestamp_ms, -e.tokens_left))
+    return replace(last, tokens_consumed=sum(e.tokens_consumed for e in envelopes),
+                   processing_time_ms=max(e.processing_time_ms for e in envelopes))

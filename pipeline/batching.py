@@ -10,6 +10,11 @@ two stay the same model. ``rate`` is Keepa's refill in tokens a minute.
   minute's refill (a tenth at the usual 20-token estimate): one commit never holds the bucket for
   long, and it stays far below the plan's cap (60 x rate), so the governor never rejects it as
   impossible. Below 400 tokens a minute a commit is one ASIN, as before.
+- A feed-scan call reads ``scan_pages`` pages (5 tokens each): one below 2,000 tokens a minute, where
+  every scenario and every failure of the old system lives, then one per 1,000 tokens a minute, at
+  most 8. The pages of one grant are read at once and stored strictly in page order; pages after the
+  one that ends the scan are paid for and dropped, at most 7 x 5 = 35 tokens a scan, under half a
+  percent of one minute's refill on the plans that read more than one page.
 - Candidates are claimed for a peek in full batches; a part-filled batch goes out only when no other
   peek is outstanding. While peeks are outstanding their answers bring more candidates (a feed page
   brings up to 150), so waiting fills the next call; when none is, nothing else would ever fill it,
@@ -21,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 MAX_ASINS_PER_CALL = 100   # Keepa's limit per /product call
+MAX_SCAN_PAGES = 8
 
 
 def peek_batch(rate: float) -> int:
@@ -31,6 +37,11 @@ def peek_batch(rate: float) -> int:
 def commit_batch(rate: float) -> int:
     """ASINs per commit call on a plan of ``rate`` tokens a minute (0 or unknown: 1)."""
     return max(1, min(MAX_ASINS_PER_CALL, int(rate) // 200))
+
+
+def scan_pages(rate: float) -> int:
+    """Feed pages read under one grant on a plan of ``rate`` tokens a minute (0 or unknown: 1)."""
+    return max(1, min(MAX_SCAN_PAGES, int(rate) // 1000))
 
 
 def peek_claim_minimum(batch: int, others_outstanding: int) -> int:

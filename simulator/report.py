@@ -15,7 +15,7 @@ def legacy_pipeline(scenario: Scenario) -> PipelineConfig:
     minute and 5 above (2026-02-04, 2026-02-05); each viable ASIN committed on its own."""
     low_plan = scenario.schedule.rate_at(0) < 10
     return PipelineConfig(cadence="every_minute", backfill_window=1, backfill_batch=1 if low_plan else 5,
-                          commit_batch=1)
+                          commit_batch=1, scan_pages=1)
 
 
 def make(policy: str, scenario: Scenario):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from governor.model import COMMIT, PEEK, UPSERT, Request
+from keepa_api.tokens import merge_envelopes
 from pipeline import batching
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
@@ -52,6 +53,8 @@ class PipelineConfig:
     memory_batch: int = 0            # commits held in memory until this many are done (0: durable)
     ratchet: bool = True             # False: an "incomplete" scan never moves the watermark
     upsert_cost: int | None = None   # the old upserter reserved its product fetches too
+    scan_pages: int = 0              # feed pages a scan call reads; 0 = pipeline.batching by plan,
+                                     # 1 = the old upserter's page at a time
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class Work:
     attempt: int
     requested_ms: int
     scan: int = 0     # upsert only: which scan of the feed this page belongs to
+    pages: int = 1    # upsert only: feed pages read under this grant, from ``key`` on
     batch: tuple = () # backfill batches: every deal index in the call
     rid: str = ""     # the request id, fixed when the work is asked for
 
@@ -172,7 +176,7 @@ class Simulation:
                 self.scan_active = True
                 self.scans += 1
                 self.last_scan_ms = self.now
-                self._ask(Work(UPSERT, self.store.watermark.next_page, 0, self.now, self.scans))
+                self._ask_pages(self.store.watermark.next_page, self.scans)
         self._at(self.now + MINUTE_MS, TICK)
 
     def _retry(self, payload) -> None:
@@ -188,12 +192,19 @@ class Simulation:
         work.requested_ms = self.now
         work.rid = work.request_id
         cost = self.cfg.upsert_cost if work.kind == UPSERT else None
-        req = Request(work.rid, work.kind, len(work.batch) or 1, self.now, cost, continues=work.kind == UPSERT)
+        units = work.pages if work.kind == UPSERT else len(work.batch) or 1
+        req = Request(work.rid, work.kind, units, self.now, cost, continues=work.kind == UPSERT)
         self.waiting[req.id] = work
         self.stats.on_request(work.kind)
         rejection = self.policy.request(req, self.now)
         if rejection is not None:
             self._rejected(self.waiting.pop(req.id), rejection.reason)
+
+    def _ask_pages(self, page: int, scan: int, attempt: int = 0) -> None:
+        """Ask to read the feed from ``page`` on, as many pages a call as the actors do."""
+        pages = self.cfg.scan_pages or batching.scan_pages(
+            getattr(self.policy, "rate", 0) or self.sc.schedule.rate_at(self.now // MINUTE_MS))
+        self._ask(Work(UPSERT, page, attempt, self.now, scan, pages=pages))
 
     def _rejected(self, work: Work, reason: str) -> None:
         """A request that can never be granted: split a batch into single calls; a single ASIN
@@ -249,9 +260,13 @@ class Simulation:
 
     def _call(self, work: Work) -> None:
         keepa, now = self.keepa, self.now
-        if work.kind == UPSERT:
-            response = keepa.deal_page(work.key, now)
-        elif work.kind == PEEK:
+        if work.kind == UPSERT:  # the pages of one grant are read at once (see actors.steps.upsert)
+            response = [keepa.deal_page(work.key + i, now) for i in range(work.pages)]
+            self.stats.on_balance(keepa.bucket.balance)
+            self.stats.on_call(work.kind, sum(r.envelope.tokens_consumed for r in response))
+            self._at(now + self.cfg.latency_ms, SETTLE, (work, response, self._epoch))
+            return
+        if work.kind == PEEK:
             response = keepa.peek(work.keys, now)
         else:
             response = keepa.commit(work.keys, now)
@@ -266,6 +281,9 @@ class Simulation:
         rid = work.rid
         if self.running.pop(rid, None) is None:
             return
+        if work.kind == UPSERT:
+            self._settle_pages(work, response)
+            return
         self.policy.settle(rid, response.envelope, self.now)
         if response.status != 200:
             self.stats.on_error(response.status)
@@ -273,9 +291,28 @@ class Simulation:
             delay = response.envelope.refill_in_ms + 100 if response.status == 429 else self.cfg.retry_ms
             self._at(self.now + delay, RETRY, ("ask", retry, self._epoch))
             return
-        {UPSERT: self._on_page, PEEK: self._on_peek, COMMIT: self._on_commit}[work.kind](work, response)
+        {PEEK: self._on_peek, COMMIT: self._on_commit}[work.kind](work, response)
 
-    def _on_page(self, work: Work, response: Response) -> None:
+    def _settle_pages(self, work: Work, responses: list[Response]) -> None:
+        """Settle a scan call with its pages' envelopes merged, then store the pages in page order:
+        the page that ends the scan drops those after it; a failed page drops itself and those after
+        it and is asked again, as the actors do."""
+        self.policy.settle(work.rid, merge_envelopes([r.envelope for r in responses]), self.now)
+        for at, response in enumerate(responses, start=work.key):
+            if response.status != 200:
+                self.stats.on_error(response.status)
+                attempt = work.attempt + 1 if at == work.key else 1
+                retry = Work(UPSERT, at, attempt, self.now, work.scan, pages=work.pages)
+                delay = response.envelope.refill_in_ms + 100 if response.status == 429 else self.cfg.retry_ms
+                self._at(self.now + delay, RETRY, ("ask", retry, self._epoch))
+                return
+            more = self._on_page(work, response)
+            if not more:
+                return
+        self._ask_pages(self.store.watermark.next_page, work.scan)
+
+    def _on_page(self, work: Work, response: Response) -> bool:
+        """Store one page and move the cursor; whether the scan reads on."""
         feed, store = self.feed, self.store
         times = []
         for index in response.payload:
@@ -289,12 +326,11 @@ class Simulation:
             # may not move the watermark; the next run starts again at page 0
             self.scan_active = False
             store.advance_watermark(type(watermark)(mark_ms=store.watermark.mark_ms))
-            return
+            return False
         store.advance_watermark(watermark)
-        if more:
-            self._ask(Work(UPSERT, watermark.next_page, 0, self.now, work.scan))
-        else:
+        if not more:
             self.scan_active = False
+        return more
 
     def _on_peek(self, work: Work, response: Response) -> None:
         self.backfill_out -= 1

@@ -10,10 +10,10 @@ from governor.legacy import LegacyConfig, variant
 from governor.model import COMMIT, PEEK, UPSERT
 from simulator.run import PipelineConfig
 
-OLD_BEAT = {"cadence": "every_minute", "backfill_window": 1}
+OLD_BEAT = {"cadence": "every_minute", "backfill_window": 1, "scan_pages": 1}
 # where a seed is about the backfiller alone, the upserter runs hourly so that its own starvation
 # of the backfiller (f06) does not hide the failure under study
-HOURLY = {"cadence": 60, "backfill_window": 1}
+HOURLY = {"cadence": 60, "backfill_window": 1, "scan_pages": 1}
 
 
 def _thresholds(upsert: int, backfill: int) -> dict:

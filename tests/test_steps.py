@@ -6,14 +6,17 @@ Real Redis and SQLite; the embedded Keepa server stands in for Keepa, a list for
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 
-from actors.steps import OUTSTANDING_KEY, PEEK_WINDOW, Steps
+from actors.messages import MalformedMessage
+from actors.steps import OUTSTANDING_KEY, PEEK_WINDOW, SCAN_KEY, Steps, read_pages
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
+from keepa_deals.errors import TransientError
 from pipeline import batching
 from pipeline.verdict import ViabilityRule
 from storage.store import open_store
@@ -33,11 +36,14 @@ class SentMessages:
     def requests(self, cls):
         return [body for kind, body in (m.args for m in self.sent) if kind == "request" and body["cls"] == cls]
 
+    def settles(self):
+        return [body for kind, body in (m.args for m in self.sent) if kind == "settle"]
+
 
 class Runtime:
-    def __init__(self, redis_client, store, client=None, rate=0):
+    def __init__(self, redis_client, store, client=None, rate=0, pool=None):
         self.broker, self.redis, self.store, self.client = SentMessages(), redis_client, store, client
-        self.rule, self.rate = ViabilityRule(), rate
+        self.rule, self.rate, self.pool = ViabilityRule(), rate, pool
 
     def clock_ms(self):
         return NOW
@@ -47,6 +53,12 @@ class Runtime:
 
     def commit_batch(self):
         return batching.commit_batch(self.rate)
+
+    def scan_pages(self):
+        return batching.scan_pages(self.rate)
+
+    def read_pages(self, selection, pages):
+        return read_pages(self.client, selection, pages, self.pool)
 
 
 @pytest.fixture
@@ -86,6 +98,11 @@ class TestTheRules:
         assert batching.peek_claim_minimum(100, 3) == 100
         assert batching.peek_claim_minimum(1, 3) == 1
 
+    @pytest.mark.parametrize(("rate", "pages"), [(0, 1), (5, 1), (1_000, 1), (1_999, 1), (2_000, 2),
+                                                 (8_000, 8), (100_000, 8)])
+    def test_a_scan_reads_more_pages_a_grant_only_on_plentiful_plans(self, rate, pages):
+        assert batching.scan_pages(rate) == pages
+
     def test_split_keeps_order_and_cuts_at_the_size(self):
         assert batching.split(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
         assert batching.split([], 5) == []
@@ -122,6 +139,65 @@ class TestTopUp:
         redis_db.set(OUTSTANDING_KEY, PEEK_WINDOW)
         assert Steps(rt).top_up() == 0
         assert store.candidates_waiting() == 300 and int(redis_db.get(OUTSTANDING_KEY)) == PEEK_WINDOW
+
+
+class TestScan:
+    """A grant of several feed pages: read at once, stored in page order, the cursor saved after each."""
+
+    @pytest.fixture
+    def feed(self):  # 1,000 deals: pages 0-5 full, page 6 short, page 7 empty
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, backlog=1_000, new_per_minute=0))
+        client = KeepaClient("test-key", base_url=server.start(), timeout_s=5)
+        pool = ThreadPoolExecutor(batching.MAX_SCAN_PAGES)
+        yield client, pool
+        pool.shutdown()
+        client.close()
+        server.stop()
+
+    def test_the_page_that_ends_the_scan_drops_the_pages_after_it_and_all_are_settled(self, redis_db, store, feed):
+        client, pool = feed
+        rt = Runtime(redis_db, store, client, rate=8_000, pool=pool)
+        redis_db.set(SCAN_KEY, 1)
+        Steps(rt).upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 8})
+        assert store.deals_stored() == 1_000
+        watermark = store.load_watermark()
+        assert watermark.next_page == 0 and watermark.mark_ms is not None  # the scan ended at page 6
+        (settle,) = rt.broker.settles()
+        assert settle["outcome"] == "ok" and settle["envelope"]["tokensConsumed"] == 8 * 5  # page 7 was paid for
+        assert rt.broker.requests("upsert") == [] and redis_db.get(SCAN_KEY) is None
+
+    def test_a_failed_page_keeps_the_pages_before_it_and_is_asked_again_from_there(self, redis_db, store, feed):
+        client, pool = feed
+
+        class FailingPageTwo:
+            def deals(self, selection, page):
+                if page == 2:
+                    raise TransientError("Keepa /deal: HTTP 503", status=503)
+                return client.deals(selection, page)
+
+        rt = Runtime(redis_db, store, FailingPageTwo(), rate=4_000, pool=pool)
+        Steps(rt).upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})
+        assert store.deals_stored() == 300 and store.load_watermark().next_page == 2
+        (settle,) = rt.broker.settles()
+        assert settle["outcome"] == "5xx" and settle["envelope"]["tokensConsumed"] == 3 * 5  # pages 0, 1, 3
+        (again,) = rt.broker.requests("upsert")
+        assert again["id"] == "upsert:1.2:1" and again["units"] == 4 and again["continues"]
+        assert again["payload"] == {"scan": 1, "page": 2, "pages": 4, "attempt": 1}
+
+        rt.client = client  # Keepa answers again: the scan goes on from page 2, then ends at page 6
+        Steps(rt).upsert(again["id"], again["payload"])
+        assert store.deals_stored() == 900 and store.load_watermark().next_page == 6
+        following = rt.broker.requests("upsert")[-1]
+        assert following["id"] == "upsert:1.6:0" and following["payload"]["page"] == 6
+        Steps(rt).upsert(following["id"], following["payload"])
+        assert store.deals_stored() == 1_000 and store.load_watermark().next_page == 0
+
+    @pytest.mark.parametrize("payload", [{"scan": 1, "page": 0, "pages": 0}, {"scan": 1, "page": 0, "pages": 9},
+                                         {"scan": 1, "page": -1}, {"scan": 1, "page": 0, "pages": "8"}])
+    def test_a_malformed_scan_message_is_refused_before_any_call(self, redis_db, store, payload):
+        rt = Runtime(redis_db, store, client=None, rate=8_000)
+        with pytest.raises(MalformedMessage, match="upsert"):
+            Steps(rt).upsert("upsert:1.0:0", payload)
 
 
 class TestPeekAndCommit:
@@ -163,8 +239,8 @@ class TestPeekAndCommit:
             store.record_verdict(asin, True, "viable", NOW)
 
         class Omitting:  # Keepa answers, but without the middle product
-            def commit(self, wanted):
-                batch = client.commit(wanted)
+            def commit(self, wanted, **options):
+                batch = client.commit(wanted, **options)
                 return dataclasses.replace(batch, products=tuple(p for p in batch.products if p.asin != asins[1]))
 
         Steps(Runtime(redis_db, store, Omitting(), rate=1_000)).commit("commit:g:0", {"asins": asins})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from keepa_api.tokens import Envelope, RateSchedule, TokenBucket
+from keepa_api.tokens import Envelope, RateSchedule, TokenBucket, merge_envelopes
 
 MINUTE = 60_000
 
@@ -73,6 +73,17 @@ def test_envelope_round_trips_through_keepa_field_names():
     body = env.to_json()
     assert body["tokensLeft"] == -3 and body["refillIn"] == 400
     assert Envelope.from_json(body) == env
+
+
+def test_the_envelopes_of_one_grants_calls_merge_into_the_last_answer_with_every_charge():
+    first = Envelope(timestamp_ms=10, tokens_left=95, refill_in_ms=900, refill_rate=5, tokens_consumed=5)
+    last = Envelope(timestamp_ms=12, tokens_left=85, refill_in_ms=700, refill_rate=5, tokens_consumed=5)
+    tie = Envelope(timestamp_ms=12, tokens_left=90, refill_in_ms=700, refill_rate=5, tokens_consumed=5)
+    merged = merge_envelopes([first, tie, last])
+    assert (merged.timestamp_ms, merged.tokens_left, merged.tokens_consumed) == (12, 85, 15)
+    assert merge_envelopes([first]) == first
+    with pytest.raises(ValueError, match="at least one"):
+        merge_envelopes([])
 
 
 @pytest.mark.parametrize(
