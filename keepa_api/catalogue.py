@@ -15,6 +15,7 @@ rank drops in 30 days, or both. :meth:`Catalogue.is_viable` answers for tests an
 
 from __future__ import annotations
 
+import math
 import random
 from functools import lru_cache
 
@@ -41,14 +42,17 @@ def _base36(number: int, width: int) -> str:
 
 class Catalogue:
     def __init__(self, seed: int = 1, *, start_minute: int = START_KEEPA_MINUTE, backlog: int = 300,
-                 new_per_minute: float = 1.0, viable_fraction: float = 0.1):
+                 new_per_minute: float = 1.0, viable_fraction: float = 0.1, lumped: bool = False):
         if backlog < 0 or new_per_minute < 0 or not 0 <= viable_fraction <= 1:
             raise ValueError("backlog, new_per_minute and viable_fraction must be non-negative")
+        if lumped and new_per_minute != int(new_per_minute):
+            raise ValueError("lumped arrivals need a whole new_per_minute")
         self.seed = seed
         self.start_minute = start_minute
         self.backlog = backlog
         self.new_per_minute = new_per_minute
         self.viable_fraction = viable_fraction
+        self.lumped = lumped
         self._base = lru_cache(maxsize=50_000)(self._make_base)
         self.deal = lru_cache(maxsize=50_000)(self._make_deal)
 
@@ -61,10 +65,17 @@ class Catalogue:
         """Keepa minute (relative to ``start_minute``) at which deal ``index`` enters the feed."""
         if index < self.backlog:
             return -(self.backlog - index) * BACKLOG_SPAN_MINUTES / self.backlog
-        return (index - self.backlog + 1) / self.new_per_minute if self.new_per_minute else float("inf")
+        if not self.new_per_minute:
+            return float("inf")
+        if self.lumped:
+            return float((index - self.backlog) // int(self.new_per_minute) + 1)
+        return (index - self.backlog + 1) / self.new_per_minute
 
     def feed_size(self, minutes: float) -> int:
-        return self.backlog + max(0, int(minutes * self.new_per_minute))
+        """Deals in the feed ``minutes`` after the start: new ones arrive evenly, or with ``lumped``
+        all of a minute's at its start (a feed that stands still between minutes)."""
+        arrived = math.floor(minutes) if self.lumped else minutes
+        return self.backlog + max(0, int(arrived * self.new_per_minute))
 
     def feed_page(self, minutes: float, page: int, per_page: int = 150) -> list[dict]:
         """Page ``page`` of the feed as seen ``minutes`` after the start, newest first."""

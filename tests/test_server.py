@@ -166,6 +166,19 @@ def test_the_feed_grows_over_time_and_pages_newest_first():
     assert first[0]["asin"] in {d["asin"] for d in later}
 
 
+def test_a_lumped_feed_stands_still_within_a_minute_and_takes_the_whole_minute_at_its_start():
+    even = Catalogue(7, backlog=10, new_per_minute=300)
+    lumped = Catalogue(7, backlog=10, new_per_minute=300, lumped=True)
+    assert [even.feed_size(m) for m in (0, 0.5, 1, 1.5, 2)] == [10, 160, 310, 460, 610]
+    assert [lumped.feed_size(m) for m in (0, 0.5, 0.99, 1, 1.5, 2)] == [10, 10, 10, 310, 310, 610]
+    assert lumped.feed_page(1.0, 0) == lumped.feed_page(1.9, 0)  # a scan inside the minute reads one feed
+    for index in (10, 309, 310, 609):  # a deal is listed from the minute it appears at, not before
+        minute = lumped.appears_at(index)
+        assert lumped.feed_size(minute) > index >= lumped.feed_size(minute - 0.01)
+    with pytest.raises(ValueError, match="whole"):
+        Catalogue(7, new_per_minute=2.5, lumped=True)
+
+
 def test_the_catalogue_is_deterministic_per_seed_with_a_viable_minority():
     a, b, c = Catalogue(7), Catalogue(7), Catalogue(8)
     assert a.feed_page(0, 0) == b.feed_page(0, 0)
