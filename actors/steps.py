@@ -121,11 +121,8 @@ class Steps:
                 self._ask_pages(scan, at, payload.get("attempt", 0) if at == page else 0, exc=result)
                 return
             now = rt.clock_ms()
-            times = []
-            for deal in result.deals:
-                deal_ms = int(deal.last_update.timestamp() * 1000)
-                times.append(deal_ms)
-                rt.store.upsert_deal(deal.asin, deal_ms, now)
+            times = [int(deal.last_update.timestamp() * 1000) for deal in result.deals]
+            rt.store.upsert_deals(zip([deal.asin for deal in result.deals], times, strict=True), now)
             watermark, more = rt.store.load_watermark().advance(times)
             rt.store.advance_watermark(watermark, now)
             if not more:
@@ -202,15 +199,14 @@ class Steps:
             return
         now = rt.clock_ms()
         found = {p.asin: p for p in batch.products}
-        viable_asins = []
+        verdicts = []
         for asin in asins:
-            product = found.get(asin)
-            stats = _peek_stats(product)
+            stats = _peek_stats(found.get(asin))
             verdict = peek_verdict(stats, rt.rule) if stats else None
-            viable = bool(verdict and verdict.viable)
-            rt.store.record_verdict(asin, viable, verdict.reason if verdict else "no stats from Keepa", now)
-            if viable:
-                viable_asins.append(asin)
+            verdicts.append((asin, bool(verdict and verdict.viable),
+                             verdict.reason if verdict else "no stats from Keepa"))
+        rt.store.record_verdicts(verdicts, now)
+        viable_asins = [asin for asin, viable, _ in verdicts if viable]
         self.ask_commits(viable_asins)
         self.settle(grant_id, "peek", "ok", batch.envelope)
         rt.redis.decr(OUTSTANDING_KEY)

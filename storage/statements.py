@@ -18,12 +18,13 @@ DEAL_COLUMNS = ("asin", "title", "price_new", "avg90_new", "drop_percent", "sale
 
 
 def _greatest(column: str, p: str) -> str:
-    """``max(column, p)``; the parameter appears twice."""
+    """``max(column, p)``; ``p`` (a parameter marker or a column) appears twice."""
     return f"CASE WHEN {column} < {p} THEN {p} ELSE {column} END"
 
 
 @dataclass(frozen=True)
 class Statements:
+    light_upsert: str        # asin, deal_time_ms, now_ms, now_ms: insert, or refresh (one statement)
     light_insert: str        # asin, deal_time_ms, now_ms, now_ms
     light_refresh: str       # deal_time_ms x2, now_ms x2, asin
     verdict: str             # state, reason, now_ms x2, asin
@@ -37,6 +38,9 @@ def statements(p: str) -> Statements:
     light = "INSERT INTO light_deal (asin, deal_time_ms, first_seen_ms, last_seen_ms, state, reason) "
     rest = DEAL_COLUMNS[1:]
     return Statements(
+        light_upsert=(f"{light}VALUES ({p}, {p}, {p}, {p}, '{NEW}', '') ON CONFLICT (asin) DO UPDATE SET "
+                      f"deal_time_ms = {_greatest('light_deal.deal_time_ms', 'excluded.deal_time_ms')}, "
+                      f"last_seen_ms = {_greatest('light_deal.last_seen_ms', 'excluded.last_seen_ms')}"),
         light_insert=f"{light}VALUES ({p}, {p}, {p}, {p}, '{NEW}', '') ON CONFLICT (asin) DO NOTHING",
         light_refresh=(f"UPDATE light_deal SET deal_time_ms = {_greatest('deal_time_ms', p)}, "
                        f"last_seen_ms = {_greatest('last_seen_ms', p)} WHERE asin = {p}"),

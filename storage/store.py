@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterable
 
 import peewee
 
@@ -25,6 +26,7 @@ from storage.db import (
     drop_connection,
     open_database,
     statement_transaction,
+    statement_writes,
     storage_error,
     write_transaction,
 )
@@ -83,6 +85,17 @@ class Store:
         return inserted
 
     @_guarded
+    def upsert_deals(self, deals: Iterable[tuple[str, int]], now_ms: int) -> int:
+        """Store or refresh the light records of a feed page, ``(asin, deal_time_ms)`` each: every ASIN
+        its own one-statement transaction, the write lock taken once for the page. How many written."""
+        sql, count = self._sql.light_upsert, 0
+        with statement_writes(self.db) as run:
+            for asin, deal_time_ms in deals:
+                run(sql, (asin, deal_time_ms, now_ms, now_ms))
+                count += 1
+        return count
+
+    @_guarded
     def take_candidates(self, n: int, now_ms: int, at_least: int = 1) -> list[str]:
         """Claim up to ``n`` of the oldest new ASINs for a peek (state ``peeking``); never the same twice.
         Fewer than ``at_least`` waiting: claim none (see :func:`pipeline.batching.peek_claim_minimum`)."""
@@ -122,13 +135,19 @@ class Store:
             log.info("requeued %d candidates claimed more than %d ms ago", count, older_than_ms)
         return count
 
-    @_guarded
     def record_verdict(self, asin: str, viable: bool, reason: str, now_ms: int) -> None:
         """Record the peek verdict; a committed deal keeps its state (a late repeat changes nothing)."""
-        with statement_transaction(self.db) as run:
-            changed = run(self._sql.verdict, (VIABLE if viable else REJECTED, reason, now_ms, now_ms, asin))
-        if not changed:
-            log.debug("verdict for %s not recorded: unknown or already committed", asin)
+        self.record_verdicts([(asin, viable, reason)], now_ms)
+
+    @_guarded
+    def record_verdicts(self, verdicts: Iterable[tuple[str, bool, str]], now_ms: int) -> None:
+        """:meth:`record_verdict` for each ``(asin, viable, reason)``: every one its own one-statement
+        transaction, the write lock taken once for all."""
+        sql = self._sql.verdict
+        with statement_writes(self.db) as run:
+            for asin, viable, reason in verdicts:
+                if not run(sql, (VIABLE if viable else REJECTED, reason, now_ms, now_ms, asin)):
+                    log.debug("verdict for %s not recorded: unknown or already committed", asin)
 
     # -- committed deals --------------------------------------------------------------------------
 

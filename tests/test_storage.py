@@ -9,6 +9,7 @@ from dataclasses import asdict
 import peewee
 import pytest
 
+from keepa_deals.errors import StorageError
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import open_database, statement_transaction
@@ -223,6 +224,21 @@ def test_a_verdict_takes_a_candidate_out_of_line_and_never_undoes_a_commit(store
 
 
 # -- committed deals ------------------------------------------------------------------------------
+
+def test_a_feed_page_writes_each_asin_on_its_own_and_a_bad_one_keeps_those_before_it(store):
+    store.upsert_deal("B000000001", 1_000, 1_000)
+    assert store.upsert_deals([("B000000001", 3_000), ("B000000002", 2_000)], 5_000) == 2
+    first, second = light(store, "B000000001"), light(store, "B000000002")
+    assert (first["deal_time_ms"], first["first_seen_ms"], first["last_seen_ms"]) == (3_000, 1_000, 5_000)
+    assert (second["state"], second["first_seen_ms"]) == ("new", 5_000)
+    store.upsert_deals([("B000000001", 2_000)], 4_000)  # an older sighting moves nothing back
+    assert (light(store, "B000000001")["deal_time_ms"], light(store, "B000000001")["last_seen_ms"]) == (3_000, 5_000)
+    with pytest.raises(StorageError):
+        store.upsert_deals([("B000000003", 1_000), (None, 1_000), ("B000000004", 1_000)], 6_000)
+    assert store.deals_stored() == 3  # B000000003 stayed, nothing after the bad one was written
+    store.record_verdicts([("B000000002", True, "viable"), ("B000000003", False, "no drop")], 7_000)
+    assert (light(store, "B000000002")["state"], light(store, "B000000003")["reason"]) == ("viable", "no drop")
+
 
 def test_a_failed_hot_write_rolls_back_whole_and_the_next_write_works(store):
     store.upsert_deal("B000000001", 1_000, 1_000)
