@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
+import orjson
+
 from keepa_api.catalogue import PRICE_TYPES, Catalogue
 from keepa_api.tokens import CAP_MINUTES, REFILL_PERIOD_MS, Envelope, TokenBucket
 
@@ -93,7 +95,7 @@ class KeepaService:
     def _make_product_json(self, asin: str, stats: int, history: int, offers: int, stock: int) -> bytes:
         product = self.catalogue.product(asin, stats_days=stats, history=bool(history), offers=offers,
                                          stock=bool(stock))
-        return json.dumps(product, separators=(",", ":")).encode()
+        return orjson.dumps(product)
 
     # -- time ------------------------------------------------------------------------------------
     def _elapsed_real_ms(self) -> float:
@@ -221,7 +223,7 @@ class KeepaService:
     # -- bodies ----------------------------------------------------------------------------------
     @staticmethod
     def _body(payload: dict, envelope: Envelope) -> bytes:
-        return json.dumps({**payload, **envelope.to_json()}, separators=(",", ":")).encode()
+        return orjson.dumps({**payload, **envelope.to_json()})
 
     def _deal_body(self, page: int, minutes: float, envelope: Envelope) -> bytes:
         key = (self.catalogue.feed_size(minutes), page)
@@ -229,9 +231,8 @@ class KeepaService:
         if deals is None:
             rows = self.catalogue.feed_page(minutes, page, DEALS_PER_PAGE)
             roots = sorted({d["rootCat"] for d in rows})
-            deals = json.dumps({"dr": rows, "categoryIds": roots, "categoryNames": [str(r) for r in roots],
-                                "categoryCount": [sum(d["rootCat"] == r for d in rows) for r in roots]},
-                               separators=(",", ":")).encode()
+            deals = orjson.dumps({"dr": rows, "categoryIds": roots, "categoryNames": [str(r) for r in roots],
+                                  "categoryCount": [sum(d["rootCat"] == r for d in rows) for r in roots]})
             if len(self._page_cache) > 256:
                 self._page_cache.clear()
             self._page_cache[key] = deals
