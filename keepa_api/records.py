@@ -51,8 +51,8 @@ class Stats:
     avg90: tuple[int, ...]
     avg180: tuple[int, ...]
     avg365: tuple[int, ...]
-    min: tuple[tuple[int, int] | None, ...]     # (Keepa minute, value) per price type, or None
-    max: tuple[tuple[int, int] | None, ...]
+    min: tuple[list[int] | None, ...]     # [Keepa minute, value] per price type, or None
+    max: tuple[list[int] | None, ...]
     sales_rank_drops_30: int
     sales_rank_drops_90: int
     sales_rank_drops_180: int
@@ -119,13 +119,13 @@ def _series(value, path: str, stride: int) -> tuple[tuple[datetime, int], ...] |
     return tuple(points)
 
 
-def _dated_values(value, path: str) -> tuple[tuple[int, int] | None, ...]:
-    """``stats.min``/``max``: per price type ``[minute, value]`` or null, minutes kept as Keepa minutes.
+def _dated_values(value, path: str) -> tuple[list[int] | None, ...]:
+    """``stats.min``/``max``: per price type a ``[minute, value]`` pair (the parsed body's own list) or
+    None; the minutes stay Keepa minutes (see :func:`keepa_minute_to_datetime`).
 
-    Every peeked ASIN carries 2 x 36 of these and the pipeline reads none, so they stay integers
-    (convert with :func:`keepa_minute_to_datetime`): converting each to a datetime was the larger part
-    of decoding a peek answer. One C pass checks a well-formed array (as in :func:`int_array`);
-    anything it refuses takes the item-by-item path, which names the bad item."""
+    Every peeked ASIN carries 2 x 36 of these and the pipeline reads none, so a well-formed array is
+    checked in a few C passes (as in :func:`int_array`) and kept as it is; anything those refuse takes
+    the item-by-item path, which names the bad item. Don't mutate the body after decoding it."""
     if value is None:
         return ()
     if type(value) is not list:
@@ -135,7 +135,7 @@ def _dated_values(value, path: str) -> tuple[tuple[int, int] | None, ...]:
         if (set(map(type, pairs)) <= _LIST_ONLY and set(map(len, pairs)) <= _PAIR_ONLY
                 and type(sum(map(sum, pairs))) is int
                 and (not pairs or min(pairs)[0] >= 0 and max(pairs)[0] <= MAX_KEEPA_MINUTE)):
-            return tuple([None if item is None else (item[0], item[1]) for item in value])
+            return tuple(value)
     except TypeError:
         pass
     out = []
@@ -143,10 +143,10 @@ def _dated_values(value, path: str) -> tuple[tuple[int, int] | None, ...]:
         if item is None:
             out.append(None)
             continue
-        pair = int_array(item, f"{path}[{i}]")
+        pair = int_array(item, f"{path}[{i}]")   # a null value becomes -1, as in every array
         if len(pair) != 2:
             raise malformed(f"{path}[{i}]", "a [minute, value] pair", item)
-        out.append((keepa_minute(pair[0], f"{path}[{i}][0]"), pair[1]))
+        out.append([keepa_minute(pair[0], f"{path}[{i}][0]"), pair[1]])
     return tuple(out)
 
 

@@ -79,9 +79,10 @@ def test_product_series_keep_gaps_and_offers_keep_their_latest_price():
 def test_stats_min_and_max_keep_keepa_minutes_and_name_a_bad_pair():
     raw = PRODUCT_BODY["products"][0]["stats"]
     stats = decode_products(PRODUCT_BODY)[0].stats
-    assert stats.min == tuple(None if p is None else tuple(p) for p in raw["min"])
-    assert stats.max == tuple(None if p is None else tuple(p) for p in raw["max"])
+    assert stats.min == tuple(raw["min"]) and stats.max == tuple(raw["max"])
     assert any(p is not None for p in stats.min)
+    with_null = _with(PRODUCT_BODY, ("products", 0, "stats", "min"), [[7_000_000, None], None])
+    assert decode_products(with_null)[0].stats.min == ([7_000_000, -1], None)  # a null value is -1
     for bad, named in (([5, 1, 2], "stats.min[1]"), ([-4, 1], "stats.min[1][0]"), (["x", 1], "stats.min[1]"),
                        ({"a": 1}, "stats.min[1]")):
         body = _with(PRODUCT_BODY, ("products", 0, "stats", "min"), [[7_000_000, 10], bad, None])
