@@ -9,7 +9,7 @@ The feed brings 3,000 new deals a Keepa minute (a real second here), more than o
 all at the start of the minute ("lumped"): within a minute the feed stands still, as a real feed
 does next to a scan of a few pages. Spread evenly instead, the feed moves 20 pages a second under
 the scan's page cursor, and what a scan reads depends on how its page rate beats against that (the
-same code: 64-93 committed/s there, 104-116 lumped, three runs each). One line of the table shows
+same code: 81-106 committed/s there, 114-130 lumped, three runs each). One line of the table shows
 that feed, so the difference stays visible.
 """
 
