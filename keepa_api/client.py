@@ -112,14 +112,24 @@ class ClientSettings:
 
 
 class KeepaClient:
-    """Keepa's REST API over one pooled session. Thread-safe for concurrent calls."""
+    """Keepa's REST API over one pooled session. Thread-safe for concurrent calls.
+
+    ``max_connections`` is how many calls may be open at once without a new connection per call:
+    requests keeps 10 a host by default and warns on every connection it has to drop beyond that,
+    and a worker makes one call per thread plus the feed pages it reads at once."""
 
     def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
                  domain: int | None = None, timeout_s: float = 30.0,
-                 session: requests.Session | None = None, env: Mapping[str, str] | None = None):
+                 session: requests.Session | None = None, env: Mapping[str, str] | None = None,
+                 max_connections: int = 32):
         self.settings = ClientSettings.load(api_key, base_url, domain, timeout_s, env)
         REDACTOR.add(self.settings.api_key)
-        self._session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=max_connections)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
 
     def __repr__(self) -> str:
         s = self.settings

@@ -4,6 +4,7 @@ import json
 import logging
 import socket
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -89,6 +90,17 @@ def test_commit_returns_offers_and_csv_history_with_gaps(keepa, client):
     assert all(o.stock is not None and o.price > 0 for o in product.offers)
     assert product.series[1] and product.series[3]
     assert batch.envelope.tokens_consumed == 6 * -(-len(product.offers) // 10) + 2
+
+
+def test_sixteen_calls_at_once_reuse_pooled_connections_without_a_warning(keepa, client, caplog):
+    # a worker makes one call per thread plus the feed pages it reads at once; requests keeps 10
+    # connections a host by default and warns each time it has to drop one
+    keepa.set_faults(slow_ms=100)  # every call is still open when the sixteenth starts
+    with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(16) as pool:
+        for _ in range(3):
+            pages = list(pool.map(lambda page: client.deals(SELECTION, page), range(16)))
+    assert [p.page for p in pages] == list(range(16))
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
 
 
 def test_token_status_is_free(client):
