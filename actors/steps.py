@@ -19,12 +19,18 @@ from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, split
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
 from pipeline.verdict import NO_DATA, PeekStats, peek_verdict
+from pipeline.watermark import MAX_PAGES
 
 log = logging.getLogger(__name__)
 
 SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}
 SCAN_KEY, LAST_SCAN_KEY = "keepa-deals:scan", "keepa-deals:scan:last_ms"
 OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
+_SCAN_LUA = {  # the running-scan key: keep or take back for a scan; drop only if that scan holds it
+    "claim": "local v = redis.call('GET', KEYS[1]) if v and v ~= ARGV[1] then return 0 end "
+             "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1",
+    "end": "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+}
 PEEK_WINDOW = 16
 NEW, SALES_RANK = 1, 3
 
@@ -89,8 +95,9 @@ class Steps:
 
     def _ask_pages(self, scan: int, page: int, attempt: int = 0, **retry) -> None:
         """Ask to read the feed from ``page`` on, as many pages a grant as the plan affords
-        (:func:`pipeline.batching.scan_pages`); ``retry`` holds the failure for a later ask."""
-        pages = self.rt.scan_pages()
+        (:func:`pipeline.batching.scan_pages`, never past Keepa's last page); ``retry`` holds the
+        failure for a later ask."""
+        pages = max(1, min(self.rt.scan_pages(), MAX_PAGES - page))
         payload = {"scan": scan, "page": page, "pages": pages}
         if retry:
             self._retry(f"upsert:{scan}.{page}:{attempt}", attempt, "upsert", payload, retry["exc"],
@@ -98,40 +105,80 @@ class Steps:
         else:
             self.ask(f"upsert:{scan}.{page}:0", "upsert", payload, units=pages, continues=True)
 
+    def _claim_scan(self, scan: int) -> bool:
+        """Keep (or take back, once expired) the running-scan key for ``scan``, its time to live
+        renewed; False when another scan holds it."""
+        return bool(self._scan_script("claim")(keys=[SCAN_KEY], args=[scan, 30 * self.rt.minute_ms]))
+
+    def _end_scan(self, scan: int) -> None:
+        """Let the scheduler start the next scan: drop the key if ``scan`` still holds it."""
+        self._scan_script("end")(keys=[SCAN_KEY], args=[scan])
+
+    def _scan_script(self, name: str):
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if name not in scripts:
+            scripts[name] = self.rt.redis.register_script(_SCAN_LUA[name])
+        return scripts[name]
+
     def upsert(self, grant_id: str, payload: dict) -> None:
-        """Read the granted feed pages at once, then store them strictly in page order, saving the
-        cursor after each: a crash resumes at the first page not stored. The page that ends the scan
-        drops the pages after it; a failed page drops itself and those after it, and is asked again."""
+        """Read the granted feed pages at once, then store them strictly in page order, moving the
+        stored cursor one page at a time and only from where it stands (compare and set).
+
+        A grant may run again (Dramatiq's redelivery, a retry after a database error, the
+        governor's resend): pages before the stored cursor are not read again, and a cursor that
+        another run moved on stops this one. A crash therefore resumes at the first page not stored
+        and no page is ever skipped. The page that ends the scan drops the pages after it; a failed
+        page drops itself and those after it, and is asked again."""
         rt = self.rt
         page, scan = field(payload, "page", int, "upsert"), field(payload, "scan", int, "upsert")
         pages = payload.get("pages", 1)
         if type(pages) is not int or not 1 <= pages <= MAX_SCAN_PAGES or page < 0:
             raise MalformedMessage(f"upsert: page must be >= 0 and pages 1 to {MAX_SCAN_PAGES}, "
                                    f"got {page!r}, {pages!r}")
-        results = rt.read_pages(SELECTION, range(page, page + pages))
-        envelopes = [r.envelope for r in results if r.envelope is not None]
-        merged = merge_envelopes(envelopes) if envelopes else None
-        more, watermark = True, None
-        for at, result in enumerate(results, start=page):
+        if not self._claim_scan(scan):
+            log.info("upsert %s: another scan runs now; no call made", grant_id)
+            self.settle(grant_id, "deal", "ok", None, "another scan runs now: no call made")
+            return
+        stored = rt.store.load_watermark()
+        end = page + pages
+        if not page <= stored.next_page < end:
+            # everything stored already (a repeat): go on if the scan does, else let it end
+            self.settle(grant_id, "deal", "ok", None, "pages stored already: no call made")
+            if stored.next_page == end and stored.scanning:
+                self._ask_pages(scan, end)
+            else:
+                self._end_scan(scan)
+            return
+        results = rt.read_pages(SELECTION, range(stored.next_page, end))
+        envelopes = [r.envelope for r in results]
+        # a call with no answer may or may not have been charged: settle with no envelope then, as
+        # for any such call, rather than with numbers that leave its charge out
+        merged = merge_envelopes(envelopes) if all(e is not None for e in envelopes) else None
+        more = True
+        for at, result in enumerate(results, start=stored.next_page):
             if isinstance(result, KeepaError):
                 self._failed(grant_id, "deal", result, merged)
                 if isinstance(result, BadKey):
-                    rt.redis.delete(SCAN_KEY)
+                    self._end_scan(scan)
                     raise result
                 self._ask_pages(scan, at, payload.get("attempt", 0) if at == page else 0, exc=result)
                 return
             now = rt.clock_ms()
             times = [int(deal.last_update.timestamp() * 1000) for deal in result.deals]
             rt.store.upsert_deals(zip([deal.asin for deal in result.deals], times, strict=True), now)
-            watermark, more = rt.store.load_watermark().advance(times)
-            rt.store.advance_watermark(watermark, now)
+            watermark, more = stored.advance(times)
+            stored = rt.store.advance_watermark(watermark, now, from_page=at)
+            if stored != watermark:  # another run of this grant moved the cursor: it goes on
+                log.info("upsert %s: the cursor moved on to %s under this run; it stops", grant_id, stored)
+                self.settle(grant_id, "deal", "ok", merged)
+                return
             if not more:
                 break
         self.settle(grant_id, "deal", "ok", merged)
         if more:
-            self._ask_pages(scan, watermark.next_page)
+            self._ask_pages(scan, stored.next_page)
         else:
-            rt.redis.delete(SCAN_KEY)
+            self._end_scan(scan)
         self.top_up()
 
     # -- peek and commit ------------------------------------------------------------------------
@@ -238,7 +285,11 @@ class Steps:
         """The governor can never grant this request: split a batch, or set the ASIN aside."""
         rt = self.rt
         if cls == "upsert":
-            rt.redis.delete(SCAN_KEY)
+            scan = payload.get("scan") if isinstance(payload, dict) else None
+            if isinstance(scan, int):
+                self._end_scan(scan)
+            else:
+                rt.redis.delete(SCAN_KEY)
             return
         asins = payload.get("asins") or []
         if len(asins) > 1:

@@ -179,17 +179,21 @@ class Store:
         return Watermark(mark_ms=mark_ms, scan_top_ms=scan_top_ms, next_page=next_page or 0)
 
     @_guarded
-    def advance_watermark(self, watermark: Watermark, now_ms: int) -> Watermark:
+    def advance_watermark(self, watermark: Watermark, now_ms: int, from_page: int | None = None) -> Watermark:
         """Save the watermark and scan cursor; return what is stored now.
 
         ``mark_ms`` never moves backwards: a state whose mark is older than the stored one (a late or
-        repeated message from a finished scan) is ignored as a whole, cursor included.
+        repeated message from a finished scan) is ignored as a whole, cursor included. With
+        ``from_page`` the state is saved only if the stored cursor is still at that page (it was
+        computed from there): a second run of the same grant can never move the cursor twice.
         """
         W = self._t.WatermarkRow
         if watermark.mark_ms is None:
             fresh = W.mark_ms.is_null()
         else:
             fresh = W.mark_ms.is_null() | (W.mark_ms <= watermark.mark_ms)
+        if from_page is not None:
+            fresh &= peewee.fn.COALESCE(W.next_page, 0) == from_page
         with write_transaction(self.db):
             changed = (W.update(mark_ms=watermark.mark_ms, scan_top_ms=watermark.scan_top_ms,
                                 next_page=watermark.next_page, updated_ms=now_ms)

@@ -16,9 +16,10 @@ from actors.steps import OUTSTANDING_KEY, PEEK_WINDOW, SCAN_KEY, Steps, read_pag
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
-from keepa_deals.errors import TransientError
+from keepa_deals.errors import DatabaseUnavailable, TransientError
 from pipeline import batching
 from pipeline.verdict import ViabilityRule
+from pipeline.watermark import MAX_PAGES
 from storage.store import open_store
 
 NOW = 1_700_000_000_000
@@ -44,6 +45,7 @@ class Runtime:
     def __init__(self, redis_client, store, client=None, rate=0, pool=None):
         self.broker, self.redis, self.store, self.client = SentMessages(), redis_client, store, client
         self.rule, self.rate, self.pool = ViabilityRule(), rate, pool
+        self.minute_ms = 60_000
 
     def clock_ms(self):
         return NOW
@@ -169,10 +171,12 @@ class TestScan:
     def test_a_failed_page_keeps_the_pages_before_it_and_is_asked_again_from_there(self, redis_db, store, feed):
         client, pool = feed
 
-        class FailingPageTwo:
+        class FailingPageTwo:  # Keepa answers page 2 with a 503 that carries its envelope
             def deals(self, selection, page):
                 if page == 2:
-                    raise TransientError("Keepa /deal: HTTP 503", status=503)
+                    answer = client.deals(selection, page)
+                    raise TransientError("Keepa /deal: HTTP 503", status=503,
+                                         envelope=dataclasses.replace(answer.envelope, tokens_consumed=0))
                 return client.deals(selection, page)
 
         rt = Runtime(redis_db, store, FailingPageTwo(), rate=4_000, pool=pool)
@@ -191,6 +195,80 @@ class TestScan:
         assert following["id"] == "upsert:1.6:0" and following["payload"]["page"] == 6
         Steps(rt).upsert(following["id"], following["payload"])
         assert store.deals_stored() == 1_000 and store.load_watermark().next_page == 0
+
+    def test_a_grant_that_runs_again_reads_only_what_is_not_stored_and_never_skips_a_page(self, redis_db, store,
+                                                                                           feed):
+        client, pool = feed
+        failing = {"left": 1}
+
+        class Store(type(store)):  # the database fails once, on the fourth page's deals
+            def upsert_deals(self, deals, now_ms):
+                deals = list(deals)
+                if failing["left"] and self.load_watermark().next_page == 3:
+                    failing["left"] -= 1
+                    raise DatabaseUnavailable("the database went away")
+                return super().upsert_deals(deals, now_ms)
+
+        flaky = Store(store.db)
+        read = []
+
+        class Counting:
+            def deals(self, selection, page):
+                read.append(page)
+                return client.deals(selection, page)
+
+        rt = Runtime(redis_db, flaky, Counting(), rate=8_000, pool=pool)
+        grant = {"scan": 1, "page": 0, "pages": 4}
+        with pytest.raises(DatabaseUnavailable):
+            Steps(rt).upsert("upsert:1.0:0", grant)
+        assert flaky.load_watermark().next_page == 3 and rt.broker.settles() == []
+        read.clear()
+        Steps(rt).upsert("upsert:1.0:0", grant)  # Dramatiq delivers the same grant again
+        assert read == [3] and flaky.load_watermark().next_page == 4
+        assert [r["payload"]["page"] for r in rt.broker.requests("upsert")] == [4]
+
+        read.clear()
+        Steps(rt).upsert("upsert:1.0:0", grant)  # and once more, after it went on: nothing to do
+        assert read == [] and flaky.load_watermark().next_page == 4
+        assert [r["payload"]["page"] for r in rt.broker.requests("upsert")] == [4, 4]  # the same id twice
+        assert len({r["id"] for r in rt.broker.requests("upsert")}) == 1  # the governor drops the repeat
+
+    def test_a_grant_of_a_scan_that_another_scan_replaced_reads_nothing(self, redis_db, store, feed):
+        client, pool = feed
+        read = []
+
+        class Counting:
+            def deals(self, selection, page):
+                read.append(page)
+                return client.deals(selection, page)
+
+        redis_db.set(SCAN_KEY, 2)  # scan 2 runs now (scan 1's key expired and the scheduler began anew)
+        rt = Runtime(redis_db, store, Counting(), rate=8_000, pool=pool)
+        Steps(rt).upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 8})
+        assert read == [] and store.deals_stored() == 0 and redis_db.get(SCAN_KEY) == b"2"
+        (settle,) = rt.broker.settles()
+        assert settle["envelope"] is None  # no call made: the governor releases the grant
+
+    def test_a_page_with_no_answer_settles_with_no_envelope(self, redis_db, store, feed):
+        client, pool = feed
+
+        class TimingOut:
+            def deals(self, selection, page):
+                if page == 1:
+                    raise TransientError("no answer from Keepa /deal within 10 s")
+                return client.deals(selection, page)
+
+        rt = Runtime(redis_db, store, TimingOut(), rate=2_000, pool=pool)
+        Steps(rt).upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 2})
+        (settle,) = rt.broker.settles()
+        assert settle["outcome"] == "timeout" and settle["envelope"] is None
+        assert store.load_watermark().next_page == 1
+
+    def test_a_scan_near_keepas_last_page_asks_for_no_page_past_it(self, redis_db, store):
+        rt = Runtime(redis_db, store, rate=100_000)
+        Steps(rt)._ask_pages(1, MAX_PAGES - 3)
+        (ask,) = rt.broker.requests("upsert")
+        assert ask["payload"]["pages"] == ask["units"] == 3
 
     @pytest.mark.parametrize("payload", [{"scan": 1, "page": 0, "pages": 0}, {"scan": 1, "page": 0, "pages": 9},
                                          {"scan": 1, "page": -1}, {"scan": 1, "page": 0, "pages": "8"}])
