@@ -31,7 +31,7 @@ from collections import OrderedDict, deque
 
 from governor.config import GovernorConfig
 from governor.costs import CostBook
-from governor.model import CLASSES, COMMIT, PEEK, Decision, Grant, Rejection, Request
+from governor.model import CLASSES, COMMIT, PEEK, UPSERT, Decision, Grant, Rejection, Request
 from governor.recharge import Recharge
 from keepa_api.tokens import CAP_MINUTES, Envelope
 
@@ -206,6 +206,12 @@ class Governor:
             return False  # the held class's next calls must find a positive balance
         if cls == PEEK:
             return len(self.queues[COMMIT]) + self.peeks_in_flight < self.cfg.peek_buffer
+        head = self.queues[cls][0]
+        if cls == UPSERT and head.units > 1:
+            # a scan grant's pages are separate calls made at once, and Keepa takes each one only
+            # at a positive balance: the balance must stay above the floor until the last of them
+            before_last = self.estimate(head) * (head.units - 1) / head.units
+            return self.balance - self.uncertain - before_last > self.cfg.floor
         return True
 
     def _grant(self, cls: str, now_ms: int) -> Grant:

@@ -76,16 +76,21 @@ class Run:
         return self
 
     def _call(self, grant, now):
+        """One call, or for an upsert of several pages one call a page, all at once."""
         low, high = COST[grant.request.cls]
-        cost = sum(self.rng.randint(low, high) for _ in range(grant.request.units))
-        accepted = self.bucket.charge(cost, now)
-        if not accepted:
-            self.refused += 1
-        else:
+        units = grant.request.units
+        costs = [self.rng.randint(low, high) for _ in range(units)]
+        calls = costs if grant.request.cls == UPSERT else [sum(costs)]
+        charged = 0
+        for cost in calls:
+            if not self.bucket.charge(cost, now):
+                self.refused += 1
+                continue
+            charged += cost
             self.largest = max(self.largest, cost)
-        self.min_balance = min(self.min_balance, self.bucket.balance)
+            self.min_balance = min(self.min_balance, self.bucket.balance)
         self.granted.append((grant.id, now))
-        self._send(self.gov.settle, grant.id, self.bucket.envelope(now, cost if accepted else 0), now)
+        self._send(self.gov.settle, grant.id, self.bucket.envelope(now, charged), now)
 
 
 @settings(max_examples=150, deadline=None)
