@@ -19,6 +19,7 @@ from pipeline import batching
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
 from pipeline.verdict import peek_verdict
+from pipeline.watermark import MAX_PAGES
 from simulator.feed import Feed
 from simulator.keepa_model import KeepaModel, Response
 from simulator.scenario import Scenario
@@ -200,11 +201,15 @@ class Simulation:
         if rejection is not None:
             self._rejected(self.waiting.pop(req.id), rejection.reason)
 
-    def _ask_pages(self, page: int, scan: int, attempt: int = 0) -> None:
-        """Ask to read the feed from ``page`` on, as many pages a call as the actors do."""
+    def _scan_work(self, page: int, scan: int, attempt: int = 0) -> Work:
+        """A feed read from ``page`` on, as many pages a call as the actors ask for, never past
+        Keepa's last page."""
         pages = self.cfg.scan_pages or batching.scan_pages(
             getattr(self.policy, "rate", 0) or self.sc.schedule.rate_at(self.now // MINUTE_MS))
-        self._ask(Work(UPSERT, page, attempt, self.now, scan, pages=pages))
+        return Work(UPSERT, page, attempt, self.now, scan, pages=max(1, min(pages, MAX_PAGES - page)))
+
+    def _ask_pages(self, page: int, scan: int) -> None:
+        self._ask(self._scan_work(page, scan))
 
     def _rejected(self, work: Work, reason: str) -> None:
         """A request that can never be granted: split a batch into single calls; a single ASIN
@@ -302,7 +307,7 @@ class Simulation:
             if response.status != 200:
                 self.stats.on_error(response.status)
                 attempt = work.attempt + 1 if at == work.key else 1
-                retry = Work(UPSERT, at, attempt, self.now, work.scan, pages=work.pages)
+                retry = self._scan_work(at, work.scan, attempt)
                 delay = response.envelope.refill_in_ms + 100 if response.status == 429 else self.cfg.retry_ms
                 self._at(self.now + delay, RETRY, ("ask", retry, self._epoch))
                 return
