@@ -7,6 +7,7 @@ exists at import time), so the actors are declared inside :func:`_declare_actors
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_KEY = "embedded-simulator-key"
 CALL_TIMEOUT_S = 10.0  # shorter than honcho's grace period, so a shutdown never waits on Keepa
+_POOL_LOCK = threading.Lock()
 RATE_REFRESH_S = 1.0   # how stale a worker's idea of the plan's rate may be (it sizes batches only)
 
 
@@ -78,7 +80,9 @@ class Runtime:
 
     def read_pages(self, selection: dict, pages: range) -> list:
         if self._page_pool is None and len(pages) > 1:  # made in the process that reads, on first use
-            self._page_pool = ThreadPoolExecutor(batching.MAX_SCAN_PAGES, thread_name_prefix="keepa-page")
+            with _POOL_LOCK:
+                if self._page_pool is None:
+                    self._page_pool = ThreadPoolExecutor(batching.MAX_SCAN_PAGES, thread_name_prefix="keepa-page")
         return read_pages(self.client, selection, pages, self._page_pool)
 
 RUNTIME: Runtime | None = None

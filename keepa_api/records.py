@@ -13,8 +13,9 @@ inside an integer array also becomes ``-1``; 2-D arrays are indexed ``[date rang
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 
 import orjson
 
@@ -40,7 +41,7 @@ __all__ = ["Deal", "DealPage", "Offer", "Product", "ProductBatch", "Stats", "dec
            "decode_envelope", "decode_offer", "decode_product", "decode_products", "decode_stats",
            "keepa_minute_to_datetime", "load_body"]
 
-_LIST_ONLY, _PAIR_ONLY = {list}, {2}
+_LIST_ONLY, _PAIR_ONLY, _INT_ONLY, _FIRST = {list}, {2}, {int}, itemgetter(0)
 SHIPPING_TYPES = frozenset({7, *range(18, 30), 32})   # csv series stored as [minute, price, shipping]
 
 
@@ -51,8 +52,9 @@ class Stats:
     avg90: tuple[int, ...]
     avg180: tuple[int, ...]
     avg365: tuple[int, ...]
-    min: tuple[list[int] | None, ...]     # [Keepa minute, value] per price type, or None
-    max: tuple[list[int] | None, ...]
+    # [Keepa minute, value] per price type, or None; lists, so left out of the record's hash
+    min: tuple[list[int] | None, ...] = field(hash=False)
+    max: tuple[list[int] | None, ...] = field(hash=False)
     sales_rank_drops_30: int
     sales_rank_drops_90: int
     sales_rank_drops_180: int
@@ -133,7 +135,7 @@ def _dated_values(value, path: str) -> tuple[list[int] | None, ...]:
     pairs = [item for item in value if item is not None]
     try:
         if (set(map(type, pairs)) <= _LIST_ONLY and set(map(len, pairs)) <= _PAIR_ONLY
-                and type(sum(map(sum, pairs))) is int
+                and set(map(type, map(_FIRST, pairs))) <= _INT_ONLY and type(sum(map(sum, pairs))) is int
                 and (not pairs or min(pairs)[0] >= 0 and max(pairs)[0] <= MAX_KEEPA_MINUTE)):
             return tuple(value)
     except TypeError:

@@ -83,7 +83,9 @@ def test_stats_min_and_max_keep_keepa_minutes_and_name_a_bad_pair():
     assert any(p is not None for p in stats.min)
     with_null = _with(PRODUCT_BODY, ("products", 0, "stats", "min"), [[7_000_000, None], None])
     assert decode_products(with_null)[0].stats.min == ([7_000_000, -1], None)  # a null value is -1
-    for bad, named in (([5, 1, 2], "stats.min[1]"), ([-4, 1], "stats.min[1][0]"), (["x", 1], "stats.min[1]"),
+    assert hash(stats) is not None  # min and max hold lists, so they stay out of the hash
+    for bad, named in (([True, 1], "stats.min[1][0]"),
+                       ([5, 1, 2], "stats.min[1]"), ([-4, 1], "stats.min[1][0]"), (["x", 1], "stats.min[1]"),
                        ({"a": 1}, "stats.min[1]")):
         body = _with(PRODUCT_BODY, ("products", 0, "stats", "min"), [[7_000_000, 10], bad, None])
         with pytest.raises(MalformedResponse, match=named.replace("[", r"\[").replace("]", r"\]")):
