@@ -1,7 +1,7 @@
 """Run every benchmark section in one process and print its table.
 
-``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``, ``grants``, ``ingest``) runs one;
-``python -m bench actors`` runs ``grants`` and ``ingest``.
+``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``, ``grants``, ``ingest``, ``steps``) runs one;
+``python -m bench actors`` runs ``grants``, ``ingest`` and ``steps``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ SECTIONS = {
     "wire": "bench.wire",       # issue 3: decoder speed, embedded server throughput
     "grants": "bench.grants",   # issue 4: governor through Redis vs BucketRateLimiter
     "ingest": "bench.ingest",   # issue 4: one worker end to end, SQLite and PostgreSQL
+    "steps": "bench.steps",     # issue 4: the pipeline steps alone, CPU per feed deal
 }
-ALIASES = {"actors": ["grants", "ingest"]}
+ALIASES = {"actors": ["grants", "ingest", "steps"]}
 
 
 def main(argv: list[str]) -> int:
