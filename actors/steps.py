@@ -13,6 +13,7 @@ import logging
 from dramatiq import Message
 
 from actors.messages import MalformedMessage, envelope_to, field
+from actors.scan_frontier import ASKED_KEY, SCAN_KEY, ScanFrontier
 from keepa_api.tokens import merge_envelopes
 from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected
 from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, split
@@ -24,13 +25,8 @@ from pipeline.watermark import MAX_PAGES
 log = logging.getLogger(__name__)
 
 SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}
-SCAN_KEY, LAST_SCAN_KEY = "keepa-deals:scan", "keepa-deals:scan:last_ms"
+LAST_SCAN_KEY = "keepa-deals:scan:last_ms"
 OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
-_SCAN_LUA = {  # the running-scan key: keep or take back for a scan; drop only if that scan holds it
-    "claim": "local v = redis.call('GET', KEYS[1]) if v and v ~= ARGV[1] then return 0 end "
-             "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1",
-    "end": "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-}
 PEEK_WINDOW = 16
 NEW, SALES_RANK = 1, 3
 
@@ -85,13 +81,18 @@ class Steps:
                                  refill_per_minute=rate, balance=snap.get("balance"), cap=snap.get("cap"),
                                  work_pending=pending):
             return False
-        scan = now_ms
-        if not rt.redis.set(SCAN_KEY, scan, nx=True, px=30 * rt.minute_ms):
+        scan, page = now_ms, rt.store.load_watermark().next_page
+        if not self.frontier.start(scan, page):
             return False  # a scan is in progress
         rt.redis.set(LAST_SCAN_KEY, now_ms)
-        page = rt.store.load_watermark().next_page
         self._ask_pages(scan, page)
         return True
+
+    @property
+    def frontier(self) -> ScanFrontier:
+        if "_frontier" not in self.__dict__:
+            self._frontier = ScanFrontier(self.rt.redis, ttl_ms=30 * self.rt.minute_ms)
+        return self._frontier
 
     def _ask_pages(self, scan: int, page: int, attempt: int = 0, **retry) -> None:
         """Ask to read the feed from ``page`` on, as many pages a grant as the plan affords
@@ -105,21 +106,6 @@ class Steps:
         else:
             self.ask(f"upsert:{scan}.{page}:0", "upsert", payload, units=pages, continues=True)
 
-    def _claim_scan(self, scan: int) -> bool:
-        """Keep (or take back, once expired) the running-scan key for ``scan``, its time to live
-        renewed; False when another scan holds it."""
-        return bool(self._scan_script("claim")(keys=[SCAN_KEY], args=[scan, 30 * self.rt.minute_ms]))
-
-    def _end_scan(self, scan: int) -> None:
-        """Let the scheduler start the next scan: drop the key if ``scan`` still holds it."""
-        self._scan_script("end")(keys=[SCAN_KEY], args=[scan])
-
-    def _scan_script(self, name: str):
-        scripts = self.__dict__.setdefault("_scripts", {})
-        if name not in scripts:
-            scripts[name] = self.rt.redis.register_script(_SCAN_LUA[name])
-        return scripts[name]
-
     def upsert(self, grant_id: str, payload: dict) -> None:
         """Read the granted feed pages at once, then store them strictly in page order, moving the
         stored cursor one page at a time and only from where it stands (compare and set).
@@ -127,27 +113,31 @@ class Steps:
         A grant may run again (Dramatiq's redelivery, a retry after a database error, the
         governor's resend): pages before the stored cursor are not read again, and a cursor that
         another run moved on stops this one. A crash therefore resumes at the first page not stored
-        and no page is ever skipped. The page that ends the scan drops the pages after it; a failed
-        page drops itself and those after it, and is asked again."""
+        and no page is ever skipped. Only the run of the grant asked for last may ask for the next
+        (:class:`actors.scan_frontier.ScanFrontier`), so a scan stays one chain of grants. The page
+        that ends the scan drops the pages after it; a failed page drops itself and those after it,
+        and is asked again."""
         rt = self.rt
         page, scan = field(payload, "page", int, "upsert"), field(payload, "scan", int, "upsert")
         pages = payload.get("pages", 1)
         if type(pages) is not int or not 1 <= pages <= MAX_SCAN_PAGES or page < 0:
             raise MalformedMessage(f"upsert: page must be >= 0 and pages 1 to {MAX_SCAN_PAGES}, "
                                    f"got {page!r}, {pages!r}")
-        if not self._claim_scan(scan):
-            log.info("upsert %s: another scan runs now; no call made", grant_id)
-            self.settle(grant_id, "deal", "ok", None, "another scan runs now: no call made")
+        frontier = self.frontier
+        if not frontier.claim(scan):
+            log.info("upsert %s: its scan is over or another one runs; no call made", grant_id)
+            self.settle(grant_id, "deal", "ok", None, "scan over or replaced: no call made")
             return
         stored = rt.store.load_watermark()
         end = page + pages
         if not page <= stored.next_page < end:
-            # everything stored already (a repeat): go on if the scan does, else let it end
+            # all of it stored already (a repeat): the scan is over, goes on under a later grant,
+            # or (a crash before the ask) waits for this grant to ask for the next pages
             self.settle(grant_id, "deal", "ok", None, "pages stored already: no call made")
-            if stored.next_page == end and stored.scanning:
+            if not stored.scanning:
+                frontier.end(scan)
+            elif stored.next_page == end and frontier.advance(scan, page, end):
                 self._ask_pages(scan, end)
-            else:
-                self._end_scan(scan)
             return
         results = rt.read_pages(SELECTION, range(stored.next_page, end))
         envelopes = [r.envelope for r in results]
@@ -159,9 +149,10 @@ class Steps:
             if isinstance(result, KeepaError):
                 self._failed(grant_id, "deal", result, merged)
                 if isinstance(result, BadKey):
-                    self._end_scan(scan)
+                    frontier.end(scan)
                     raise result
-                self._ask_pages(scan, at, payload.get("attempt", 0) if at == page else 0, exc=result)
+                if frontier.advance(scan, page, at):
+                    self._ask_pages(scan, at, payload.get("attempt", 0) if at == page else 0, exc=result)
                 return
             now = rt.clock_ms()
             times = [int(deal.last_update.timestamp() * 1000) for deal in result.deals]
@@ -175,10 +166,10 @@ class Steps:
             if not more:
                 break
         self.settle(grant_id, "deal", "ok", merged)
-        if more:
+        if not more:
+            frontier.end(scan)
+        elif frontier.advance(scan, page, stored.next_page):
             self._ask_pages(scan, stored.next_page)
-        else:
-            self._end_scan(scan)
         self.top_up()
 
     # -- peek and commit ------------------------------------------------------------------------
@@ -287,9 +278,9 @@ class Steps:
         if cls == "upsert":
             scan = payload.get("scan") if isinstance(payload, dict) else None
             if isinstance(scan, int):
-                self._end_scan(scan)
+                self.frontier.end(scan)
             else:
-                rt.redis.delete(SCAN_KEY)
+                rt.redis.delete(SCAN_KEY, ASKED_KEY)
             return
         asins = payload.get("asins") or []
         if len(asins) > 1:

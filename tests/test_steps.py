@@ -230,8 +230,56 @@ class TestScan:
         read.clear()
         Steps(rt).upsert("upsert:1.0:0", grant)  # and once more, after it went on: nothing to do
         assert read == [] and flaky.load_watermark().next_page == 4
-        assert [r["payload"]["page"] for r in rt.broker.requests("upsert")] == [4, 4]  # the same id twice
-        assert len({r["id"] for r in rt.broker.requests("upsert")}) == 1  # the governor drops the repeat
+        assert [r["payload"]["page"] for r in rt.broker.requests("upsert")] == [4]  # asked once
+
+    def test_an_old_grant_run_again_neither_ends_nor_forks_the_scan_that_went_on(self, redis_db, store, feed):
+        client, pool = feed
+        rt = Runtime(redis_db, store, client, rate=4_000, pool=pool)
+        steps = Steps(rt)
+        assert steps.frontier.start(1, 0)
+        steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})
+        (second,) = rt.broker.requests("upsert")
+        steps.upsert(second["id"], second["payload"])  # pages 4-6: the scan ends at the short page
+        assert store.load_watermark().next_page == 0 and redis_db.get(SCAN_KEY) is None
+
+        steps = Steps(Runtime(redis_db, store, client, rate=4_000, pool=pool))
+        assert steps.frontier.start(2, 0)
+        steps.upsert("upsert:2.0:0", {"scan": 2, "page": 0, "pages": 4})
+        assert store.load_watermark().next_page == 0  # page 0 reached the mark: scan 2 is over too
+        read_before = store.deals_stored()
+        steps.rt.broker.sent.clear()
+        steps.upsert("upsert:2.0:0", {"scan": 2, "page": 0, "pages": 4})  # a resend after it ended
+        assert steps.rt.broker.settles()[0]["envelope"] is None and redis_db.get(SCAN_KEY) is None
+        assert store.deals_stored() == read_before and steps.rt.broker.requests("upsert") == []
+        steps.frontier.start(3, 0)
+        steps.rt.broker.sent.clear()
+        steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})  # scan 1's first grant again
+        assert steps.rt.broker.requests("upsert") == [] and redis_db.get(SCAN_KEY) == b"3"
+
+    def test_a_failed_page_and_a_rerun_of_its_grant_leave_one_chain(self, redis_db, store, feed):
+        client, pool = feed
+        fail = {"page": 2}
+
+        class FailingOnce:
+            def deals(self, selection, page):
+                if page == fail["page"]:
+                    fail["page"] = None
+                    raise TransientError("Keepa /deal: HTTP 503", status=503)
+                return client.deals(selection, page)
+
+        rt = Runtime(redis_db, store, FailingOnce(), rate=4_000, pool=pool)
+        steps = Steps(rt)
+        assert steps.frontier.start(1, 0)
+        steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})
+        (retry,) = rt.broker.requests("upsert")
+        assert retry["payload"]["page"] == 2
+        rt.broker.sent.clear()
+        steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})  # the failed grant runs again
+        assert store.load_watermark().next_page == 4 and rt.broker.requests("upsert") == []  # stored, asks nothing
+        assert redis_db.get(SCAN_KEY) == b"1"  # and the scan runs on
+        steps.upsert(retry["id"], retry["payload"])  # the retry reads what is left of its pages and goes on
+        (following,) = rt.broker.requests("upsert")
+        assert following["payload"]["page"] == 6 and store.load_watermark().next_page == 6
 
     def test_a_grant_of_a_scan_that_another_scan_replaced_reads_nothing(self, redis_db, store, feed):
         client, pool = feed
