@@ -55,8 +55,11 @@ def _start_redis(url: str, started: list) -> None:
     if binary is None:
         raise ConfigError("redis-server is not installed: run `make deps`")
     (VAR / "redis").mkdir(parents=True, exist_ok=True)
+    # Ctrl-C in a terminal signals its whole process group at once: Redis (and the embedded Keepa)
+    # run in sessions of their own, so they stay up while the workers drain, and go after them
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(VAR / "redis"),
-                             "--save", "60 1", "--appendonly", "yes"], stdout=subprocess.DEVNULL)
+                             "--save", "60 1", "--appendonly", "yes"], stdout=subprocess.DEVNULL,
+                            start_new_session=True)
     started.append(proc)
     _wait(lambda: _listening("127.0.0.1", port), "redis-server")
     print(f"redis: started a local redis-server on 127.0.0.1:{port} (data in var/redis)")
@@ -65,7 +68,7 @@ def _start_redis(url: str, started: list) -> None:
 def _start_fake_keepa(started: list) -> str:
     proc = subprocess.Popen([sys.executable, "-m", "keepa_deals.cli", "fake-keepa", "--port", "0",
                              "--minute-seconds", str(DEMO_MINUTE_S), "--refill-per-minute", "20"],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     started.append(proc)
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
