@@ -76,6 +76,11 @@ class GovernorLoop:
                     self.stop.wait(1.0)
         finally:
             self._hand_back()
+            try:
+                if self.host.ledger.release():
+                    log.info("governor %s gave its lease up", self.host.ledger.holder[:8])
+            except Exception:  # Redis gone: the lease runs out by itself
+                log.warning("could not give the lease up; it runs out in %d s", self.host.ledger.lease_ms // 1000)
 
     def step(self) -> None:
         now = self.host.clock_ms()

@@ -53,6 +53,11 @@ end
 return 0
 """
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class Ops:
     """What one message changed, written in one fenced script call."""
@@ -87,10 +92,16 @@ class Ledger:
         self.holder = holder or uuid.uuid4().hex
         self._commit = client.register_script(_COMMIT)
         self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
 
     def acquire(self) -> bool:
         """Take or renew the lease; False while another governor holds it."""
         return bool(self._acquire(keys=[KEYS[0]], args=[self.holder, self.lease_ms]))
+
+    def release(self) -> bool:
+        """Give the lease up if this process holds it (a clean stop): a governor started next takes
+        over at once instead of standing by until the lease runs out."""
+        return bool(self._release(keys=[KEYS[0]], args=[self.holder]))
 
     def leader(self) -> str | None:
         value = self.redis.get(KEYS[0])

@@ -102,3 +102,15 @@ def test_a_delayed_message_is_held_until_due_then_applied(loop):
     loop.step()                # and granted
     assert len(_ids(broker, "commit")) == 1 and loop.held == []
     assert broker.client.llen("dramatiq:governor.DQ") == 0
+
+
+def test_a_stopped_loop_gives_its_lease_up_so_the_next_governor_takes_over_at_once(loop):
+    broker = loop.host.broker
+    _ask(broker, "a")
+    loop.step()
+    assert loop.host.ledger.leader() == "me"
+    loop.run()  # the stop event is set: the loop ends at once, as after SIGTERM
+    assert loop.host.ledger.leader() is None
+    assert Ledger(broker.client, holder="next").acquire()
+    loop.host.ledger.release()  # not the holder any more: the next governor keeps it
+    assert Ledger(broker.client, holder="next").leader() == "next"
