@@ -36,6 +36,7 @@ class Steps:
 
     def __init__(self, rt):
         self.rt = rt
+        self.frontier = ScanFrontier(rt.redis, ttl_ms=30 * rt.minute_ms)
 
     # -- messages to the governor ---------------------------------------------------------------
     def _to_governor(self, kind: str, body: dict) -> None:
@@ -50,12 +51,9 @@ class Steps:
         self._to_governor("settle", {"grant_id": grant_id, "endpoint": endpoint, "outcome": outcome,
                                      "envelope": envelope_to(envelope), "message": message})
 
-    def _failed(self, grant_id: str, endpoint: str, exc: KeepaError, envelope=None) -> str:
-        """Settle a failed call with its envelope (or ``envelope``: all the grant's calls merged)."""
-        outcome = {429: "429", 402: "402", 400: "400", 404: "400", 405: "400"}.get(exc.status or 0)
-        if outcome is None:
-            outcome = "malformed" if isinstance(exc, MalformedResponse) else ("5xx" if exc.status else "timeout")
-        self.settle(grant_id, endpoint, outcome, envelope or exc.envelope, str(exc))
+    def _failed(self, grant_id: str, endpoint: str, exc: KeepaError) -> str:
+        outcome = _outcome(exc)
+        self.settle(grant_id, endpoint, outcome, exc.envelope, str(exc))
         return outcome
 
     def _retry(self, rid: str, attempt: int, cls: str, payload: dict, exc: KeepaError, **kw) -> None:
@@ -87,12 +85,6 @@ class Steps:
         rt.redis.set(LAST_SCAN_KEY, now_ms)
         self._ask_pages(scan, page)
         return True
-
-    @property
-    def frontier(self) -> ScanFrontier:
-        if "_frontier" not in self.__dict__:
-            self._frontier = ScanFrontier(self.rt.redis, ttl_ms=30 * self.rt.minute_ms)
-        return self._frontier
 
     def _ask_pages(self, scan: int, page: int, attempt: int = 0, **retry) -> None:
         """Ask to read the feed from ``page`` on, as many pages a grant as the plan affords
@@ -147,7 +139,7 @@ class Steps:
         more = True
         for at, result in enumerate(results, start=stored.next_page):
             if isinstance(result, KeepaError):
-                self._failed(grant_id, "deal", result, merged)
+                self.settle(grant_id, "deal", _outcome(result), merged, str(result))
                 if isinstance(result, BadKey):
                     frontier.end(scan)
                     raise result
@@ -293,6 +285,14 @@ class Steps:
             rt.redis.decr(OUTSTANDING_KEY)
         for asin in asins:
             rt.store.record_verdict(asin, False, reason, rt.clock_ms())
+
+
+def _outcome(exc: KeepaError) -> str:
+    """The settle's outcome for a failed call."""
+    outcome = {429: "429", 402: "402", 400: "400", 404: "400", 405: "400"}.get(exc.status or 0)
+    if outcome is None:
+        outcome = "malformed" if isinstance(exc, MalformedResponse) else ("5xx" if exc.status else "timeout")
+    return outcome
 
 
 def read_pages(client, selection: dict, pages: range, pool=None) -> list:
