@@ -15,10 +15,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Iterable
 
 import peewee
 
+from keepa_deals.errors import DatabaseUnavailable
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import (
@@ -247,12 +249,26 @@ class Store:
         return None if mark_ms is None else now_ms - mark_ms
 
 
-def open_store(database_url: str, **options) -> Store:
+MIGRATE_ATTEMPTS = 5
+
+
+def open_store(database_url: str, *, sleep=time.sleep, **options) -> Store:
     """Open the database ``database_url`` names, create or migrate its schema, and return its store.
 
-    ``options`` go to :func:`storage.db.open_database` (``busy_timeout_ms`` for SQLite).
+    ``options`` go to :func:`storage.db.open_database` (``busy_timeout_ms`` for SQLite). Processes
+    started together on a new SQLite file (``make run``) can meet SQLite's deadlock guard while one
+    of them switches the file to WAL: it answers "database is locked" at once instead of waiting, so
+    a locked database is tried again, after 0.1, 0.2, 0.4 and 0.8 s, before the error stands.
     """
     db = open_database(database_url, **options)
-    migrate(db)
+    for attempt in range(MIGRATE_ATTEMPTS):
+        try:
+            migrate(db)
+            break
+        except DatabaseUnavailable as exc:
+            if attempt + 1 == MIGRATE_ATTEMPTS or "locked" not in str(exc):
+                raise
+            log.info("%s; trying again", exc)
+            sleep(0.1 * 2 ** attempt)
     log.info("storage ready: %s", describe(db))
     return Store(db)

@@ -9,7 +9,8 @@ from dataclasses import asdict
 import peewee
 import pytest
 
-from keepa_deals.errors import StorageError
+import storage.store
+from keepa_deals.errors import DatabaseUnavailable, StorageError
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import open_database, statement_transaction
@@ -100,6 +101,30 @@ def test_migrations_started_by_several_processes_at_once_apply_each_step_once(da
     db = open_database(database_url)
     assert bind_models(db).SchemaVersion.select().count() == len(STEPS)
     db.close()
+
+
+def test_a_database_locked_at_start_is_tried_again_and_any_other_failure_stands(tmp_path, monkeypatch):
+    real, calls, slept = storage.store.migrate, [], []
+
+    def locked_twice(db):
+        calls.append(db)
+        if len(calls) <= 2:
+            raise DatabaseUnavailable("SQLite file x.db is unavailable while migrating: database is locked")
+        return real(db)
+
+    monkeypatch.setattr(storage.store, "migrate", locked_twice)
+    store = open_store(f"sqlite:///{tmp_path}/deals.db", sleep=slept.append)
+    assert len(calls) == 3 and slept == [0.1, 0.2] and schema_version(store.db) == LATEST
+    store.close()
+
+    def full(db):
+        raise DatabaseUnavailable("SQLite file x.db is unavailable while migrating: disk I/O error")
+
+    monkeypatch.setattr(storage.store, "migrate", full)
+    slept.clear()
+    with pytest.raises(DatabaseUnavailable, match="disk I/O"):
+        open_store(f"sqlite:///{tmp_path}/other.db", sleep=slept.append)
+    assert slept == []
 
 
 def test_a_new_step_is_applied_once_on_the_next_start(store):
