@@ -24,6 +24,7 @@ class RunStats:
         self.rejections: dict[str, list[str]] = {c: [] for c in CLASSES}
         self.lost_while_waiting = 0
         self.min_balance = start_tokens
+        self.largest_call = 0
         self.fresh_ms: list[int] = []
         self.asins_peeked = 0
         self.asins_committed = 0
@@ -53,8 +54,10 @@ class RunStats:
         self.waits_ms[cls].append(wait_ms)
         self._close_stall(now_ms)
 
-    def on_call(self, cls: str, consumed: int) -> None:
+    def on_call(self, cls: str, consumed: int, largest: int | None = None) -> None:
+        """A grant's calls charged ``consumed`` in all, ``largest`` the most of them (default: one call)."""
         self.tokens[cls] += consumed
+        self.largest_call = max(self.largest_call, consumed if largest is None else largest)
 
     def on_waiting(self, now_ms: int) -> None:
         if self._stall_from is None:
@@ -132,6 +135,7 @@ class RunStats:
             "restarts": self.restarts,
             "commits_lost_in_memory": self.lost_in_memory,
             "rogue_tokens_spent": keepa.rogue_spent,
+            "largest_call_cost": self.largest_call,
             "largest_granted_cost": max((max(c) for c in (sim.feed.commit_cost, sim.feed.peek_cost) if c),
                                         default=0),
             "rejections": sorted({r for reasons in self.rejections.values() for r in reasons})[:5],
