@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ class Runtime:
     def scan_pages(self) -> int:
         return batching.scan_pages(self.plan_rate())
 
-    def read_pages(self, selection: dict, pages: range) -> list:
+    def read_pages(self, selection: dict, pages: range) -> Iterator:
         if self._page_pool is None and len(pages) > 1:  # made in the process that reads, on first use
             with _POOL_LOCK:
                 if self._page_pool is None:

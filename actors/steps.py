@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 from dramatiq import Message
 
+from actors.ledger import Ledger
 from actors.messages import MalformedMessage, envelope_to, field
 from actors.scan_frontier import ASKED_KEY, SCAN_KEY, ScanFrontier
 from keepa_api.tokens import merge_envelopes
@@ -86,6 +88,14 @@ class Steps:
         self._ask_pages(scan, page)
         return True
 
+    def _follow_on(self) -> None:
+        """Start the next scan at once if this plan's interval has passed since the one that just
+        ended began, instead of at the scheduler's next tick: a fast feed grows by many pages in a
+        minute, and what a scan cannot reach before Keepa's 10,000-deal limit is never read."""
+        snapshot = Ledger(self.rt.redis).read_snapshot()
+        if snapshot and snapshot.get("refill_rate"):  # an unknown plan waits for the tick
+            self.start_scan(self.rt.clock_ms(), snapshot)
+
     def _ask_pages(self, scan: int, page: int, attempt: int = 0, **retry) -> None:
         """Ask to read the feed from ``page`` on, as many pages a grant as the plan affords
         (:func:`pipeline.batching.scan_pages`, never past Keepa's last page); ``retry`` holds the
@@ -99,8 +109,9 @@ class Steps:
             self.ask(f"upsert:{scan}.{page}:0", "upsert", payload, units=pages, continues=True)
 
     def upsert(self, grant_id: str, payload: dict) -> None:
-        """Read the granted feed pages at once, then store them strictly in page order, moving the
-        stored cursor one page at a time and only from where it stands (compare and set).
+        """Read the granted feed pages at once and store them strictly in page order as they arrive
+        (storing overlaps reading), moving the stored cursor one page at a time and only from where it
+        stands (compare and set).
 
         A grant may run again (Dramatiq's redelivery, a retry after a database error, the
         governor's resend): pages before the stored cursor are not read again, and a cursor that
@@ -131,15 +142,13 @@ class Steps:
             elif stored.next_page == end and frontier.advance(scan, page, end):
                 self._ask_pages(scan, end)
             return
-        results = rt.read_pages(SELECTION, range(stored.next_page, end))
-        envelopes = [r.envelope for r in results]
-        # a call with no answer may or may not have been charged: settle with no envelope then, as
-        # for any such call, rather than with numbers that leave its charge out
-        merged = merge_envelopes(envelopes) if all(e is not None for e in envelopes) else None
+        results = rt.read_pages(SELECTION, range(stored.next_page, end))  # in page order, as they come
+        read = []  # the answers taken from ``results`` so far; the settle needs every call's envelope
         more = True
         for at, result in enumerate(results, start=stored.next_page):
+            read.append(result)
             if isinstance(result, KeepaError):
-                self.settle(grant_id, "deal", _outcome(result), merged, str(result))
+                self.settle(grant_id, "deal", _outcome(result), _merged(read, results), str(result))
                 if isinstance(result, BadKey):
                     frontier.end(scan)
                     raise result
@@ -153,13 +162,14 @@ class Steps:
             stored = rt.store.advance_watermark(watermark, now, from_page=at)
             if stored != watermark:  # another run of this grant moved the cursor: it goes on
                 log.info("upsert %s: the cursor moved on to %s under this run; it stops", grant_id, stored)
-                self.settle(grant_id, "deal", "ok", merged)
+                self.settle(grant_id, "deal", "ok", _merged(read, results))
                 return
             if not more:
                 break
-        self.settle(grant_id, "deal", "ok", merged)
+        self.settle(grant_id, "deal", "ok", _merged(read, results))
         if not more:
             frontier.end(scan)
+            self._follow_on()
         elif frontier.advance(scan, page, stored.next_page):
             self._ask_pages(scan, stored.next_page)
         self.top_up()
@@ -295,17 +305,26 @@ def _outcome(exc: KeepaError) -> str:
     return outcome
 
 
-def read_pages(client, selection: dict, pages: range, pool=None) -> list:
-    """The feed pages ``pages`` read at once on ``pool``'s threads (one page: on this thread), in page
-    order: each a DealPage or the KeepaError of its call."""
+def read_pages(client, selection: dict, pages: range, pool=None) -> Iterator:
+    """The feed pages ``pages`` read at once on ``pool``'s threads (one page: on this thread), yielded
+    in page order as each arrives: each a DealPage or the KeepaError of its call."""
     def read(page):
         try:
             return client.deals(selection, page)
         except KeepaError as exc:
             return exc
     if len(pages) == 1 or pool is None:
-        return [read(page) for page in pages]
-    return list(pool.map(read, pages))
+        return (read(page) for page in pages)
+    return pool.map(read, pages)
+
+
+def _merged(read: list, rest: Iterator):
+    """The envelope to settle a scan grant with: every call's, those still arriving in ``rest`` too
+    (each was charged). A call with no answer may or may not have been charged: then None, as for
+    any such call, rather than numbers that leave its charge out."""
+    read.extend(rest)
+    envelopes = [r.envelope for r in read]
+    return merge_envelopes(envelopes) if all(e is not None for e in envelopes) else None
 
 
 def _peek_stats(product) -> PeekStats | None:

@@ -12,9 +12,9 @@ two stay the same model. ``rate`` is Keepa's refill in tokens a minute.
   impossible. Below 400 tokens a minute a commit is one ASIN, as before.
 - A feed-scan call reads ``scan_pages`` pages (5 tokens each): one below 2,000 tokens a minute, where
   every scenario and every failure of the old system lives, then one per 1,000 tokens a minute, at
-  most 8. The pages of one grant are read at once and stored strictly in page order; pages after the
-  one that ends the scan are paid for and dropped, at most 7 x 5 = 35 tokens a scan, under half a
-  percent of one minute's refill on the plans that read more than one page.
+  most 16. The pages of one grant are read at once and stored strictly in page order as they come;
+  pages after the one that ends the scan are paid for and dropped, at most 15 x 5 = 75 tokens a
+  scan, under half a percent of one minute's refill on the plans that read that many.
 - Candidates are claimed for a peek in full batches; a part-filled batch goes out only when no other
   peek is outstanding. While peeks are outstanding their answers bring more candidates (a feed page
   brings up to 150), so waiting fills the next call; when none is, nothing else would ever fill it,
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 MAX_ASINS_PER_CALL = 100   # Keepa's limit per /product call
-MAX_SCAN_PAGES = 8
+MAX_SCAN_PAGES = 16
 
 
 def peek_batch(rate: float) -> int:

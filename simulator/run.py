@@ -162,6 +162,10 @@ class Simulation:
         self.scan_dirty = False
 
     def _tick(self, _) -> None:
+        self._scan_if_due()
+        self._at(self.now + MINUTE_MS, TICK)
+
+    def _scan_if_due(self) -> None:
         if not self.scan_active:
             if self.cfg.cadence == "adaptive":
                 rate = self.policy.rate or self.sc.schedule.rate_at(self.now // MINUTE_MS)
@@ -178,7 +182,6 @@ class Simulation:
                 self.scans += 1
                 self.last_scan_ms = self.now
                 self._ask_pages(self.store.watermark.next_page, self.scans)
-        self._at(self.now + MINUTE_MS, TICK)
 
     def _retry(self, payload) -> None:
         what, work, epoch = payload
@@ -268,7 +271,8 @@ class Simulation:
         if work.kind == UPSERT:  # the pages of one grant are read at once (see actors.steps.upsert)
             response = [keepa.deal_page(work.key + i, now) for i in range(work.pages)]
             self.stats.on_balance(keepa.bucket.balance)
-            self.stats.on_call(work.kind, sum(r.envelope.tokens_consumed for r in response))
+            charged = [r.envelope.tokens_consumed for r in response]
+            self.stats.on_call(work.kind, sum(charged), max(charged))
             self._at(now + self.cfg.latency_ms, SETTLE, (work, response, self._epoch))
             return
         if work.kind == PEEK:
@@ -335,6 +339,8 @@ class Simulation:
         store.advance_watermark(watermark)
         if not more:
             self.scan_active = False
+            if self.cfg.cadence == "adaptive":  # as the actors: a scan past its interval is followed at once
+                self._scan_if_due()
         return more
 
     def _on_peek(self, work: Work, response: Response) -> None:

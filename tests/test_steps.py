@@ -6,13 +6,15 @@ Real Redis and SQLite; the embedded Keepa server stands in for Keepa, a list for
 from __future__ import annotations
 
 import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 
+from actors.ledger import Ledger
 from actors.messages import MalformedMessage
-from actors.steps import OUTSTANDING_KEY, PEEK_WINDOW, SCAN_KEY, Steps, read_pages
+from actors.steps import LAST_SCAN_KEY, OUTSTANDING_KEY, PEEK_WINDOW, SCAN_KEY, Steps, read_pages
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
@@ -101,7 +103,7 @@ class TestTheRules:
         assert batching.peek_claim_minimum(1, 3) == 1
 
     @pytest.mark.parametrize(("rate", "pages"), [(0, 1), (5, 1), (1_000, 1), (1_999, 1), (2_000, 2),
-                                                 (8_000, 8), (100_000, 8)])
+                                                 (8_000, 8), (16_000, 16), (100_000, 16)])
     def test_a_scan_reads_more_pages_a_grant_only_on_plentiful_plans(self, rate, pages):
         assert batching.scan_pages(rate) == pages
 
@@ -232,6 +234,53 @@ class TestScan:
         assert read == [] and flaky.load_watermark().next_page == 4
         assert [r["payload"]["page"] for r in rt.broker.requests("upsert")] == [4]  # asked once
 
+    def test_pages_are_stored_as_they_arrive_not_after_the_last_one(self, redis_db, store, feed):
+        client, pool = feed
+        first_stored = threading.Event()
+
+        class Watching(type(store)):
+            def upsert_deals(self, deals, now_ms):
+                written = super().upsert_deals(deals, now_ms)
+                first_stored.set()
+                return written
+
+        class Gated:  # page 1 answers only once page 0 is stored (or gives up after 5 s)
+            def deals(self, selection, page):
+                if page and not first_stored.wait(5):
+                    raise TransientError("page 0 was not stored while page 1 was still being read")
+                return client.deals(selection, page)
+
+        rt = Runtime(redis_db, Watching(store.db), Gated(), rate=2_000, pool=pool)
+        redis_db.set(SCAN_KEY, 1)
+        Steps(rt).upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 2})
+        (settle,) = rt.broker.settles()
+        assert settle["outcome"] == "ok" and store.load_watermark().next_page == 2
+
+    @pytest.mark.parametrize(("began_min_ago", "snapshot", "follows"), [
+        (2, {"refill_rate": 100_000, "pending": {"upsert": 0, "commit": 0, "peek": 0}}, True),
+        (0.5, {"refill_rate": 100_000, "pending": {"upsert": 0, "commit": 0, "peek": 0}}, False),
+        (2, None, False)])  # the plan is not known yet: the scheduler's tick decides
+    def test_a_scan_that_ran_past_its_interval_is_followed_at_once(self, redis_db, store, began_min_ago,
+                                                                   snapshot, follows):
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, backlog=100, new_per_minute=0))
+        client = KeepaClient("test-key", base_url=server.start(), timeout_s=5)
+        try:
+            rt = Runtime(redis_db, store, client, rate=1_000)
+            if snapshot:
+                Ledger(redis_db).write_snapshot(snapshot)
+            steps = Steps(rt)
+            began = NOW - int(began_min_ago * 60_000)
+            redis_db.set(LAST_SCAN_KEY, began)
+            assert steps.frontier.start(began, 0)
+            steps.upsert(f"upsert:{began}.0:0", {"scan": began, "page": 0, "pages": 1})  # a short page: the end
+        finally:
+            client.close()
+            server.stop()
+        assert store.load_watermark().next_page == 0
+        asked = [r["payload"] for r in rt.broker.requests("upsert")]
+        assert asked == ([{"scan": NOW, "page": 0, "pages": 1}] if follows else [])
+        assert (int(redis_db.get(LAST_SCAN_KEY)) == NOW) is follows
+
     def test_an_old_grant_run_again_neither_ends_nor_forks_the_scan_that_went_on(self, redis_db, store, feed):
         client, pool = feed
         rt = Runtime(redis_db, store, client, rate=4_000, pool=pool)
@@ -318,7 +367,8 @@ class TestScan:
         (ask,) = rt.broker.requests("upsert")
         assert ask["payload"]["pages"] == ask["units"] == 3
 
-    @pytest.mark.parametrize("payload", [{"scan": 1, "page": 0, "pages": 0}, {"scan": 1, "page": 0, "pages": 9},
+    @pytest.mark.parametrize("payload", [{"scan": 1, "page": 0, "pages": 0},
+                                         {"scan": 1, "page": 0, "pages": batching.MAX_SCAN_PAGES + 1},
                                          {"scan": 1, "page": -1}, {"scan": 1, "page": 0, "pages": "8"}])
     def test_a_malformed_scan_message_is_refused_before_any_call(self, redis_db, store, payload):
         rt = Runtime(redis_db, store, client=None, rate=8_000)
