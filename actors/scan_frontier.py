@@ -6,8 +6,9 @@ resend of a grant that has not settled), and a failed page is asked for again wh
 grant may still run again. Without a rule, each such run could start a chain of its own, and an
 old run could end a scan still in progress or start one nobody scheduled. So:
 
-- ``keepa-deals:scan`` holds the running scan's id, with a time to live renewed by each grant; the
-  scheduler starts a scan only while it is absent (``SET NX``).
+- ``keepa-deals:scan`` holds the running scan's id, with a time to live renewed by each grant; a
+  scan starts (at the scheduler's tick, or at the end of the one before) only while it is absent
+  (``SET NX``).
 - ``keepa-deals:scan:asked`` holds ``"<scan>:<page>"``, the first page of the last grant asked for
   (``"<scan>:end"`` once the scan is over). Only the run of that grant may ask for the next one,
   so a chain never forks: every other run stores what it read and stops.

@@ -18,7 +18,7 @@ from actors.messages import MalformedMessage, envelope_to, field
 from actors.scan_frontier import ASKED_KEY, SCAN_KEY, ScanFrontier
 from keepa_api.tokens import merge_envelopes
 from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected
-from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, split
+from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, scan_pages, split
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
 from pipeline.verdict import NO_DATA, PeekStats, peek_verdict
@@ -89,12 +89,17 @@ class Steps:
         return True
 
     def _follow_on(self) -> None:
-        """Start the next scan at once if this plan's interval has passed since the one that just
-        ended began, instead of at the scheduler's next tick: a fast feed grows by many pages in a
-        minute, and what a scan cannot reach before Keepa's 10,000-deal limit is never read."""
-        snapshot = Ledger(self.rt.redis).read_snapshot()
-        if snapshot and snapshot.get("refill_rate"):  # an unknown plan waits for the tick
-            self.start_scan(self.rt.clock_ms(), snapshot)
+        """On a plan that reads several pages a grant, start the next scan at once if the plan's
+        interval has passed since the one that just ended began, instead of at the scheduler's next
+        tick: a fast feed grows by many pages in a minute, and what a scan cannot reach before
+        Keepa's 10,000-deal limit is never read. Smaller or unknown plans, and any failure here,
+        leave it to the tick."""
+        try:
+            snapshot = Ledger(self.rt.redis).read_snapshot()
+            if snapshot and scan_pages(snapshot.get("refill_rate") or 0) > 1:
+                self.start_scan(self.rt.clock_ms(), snapshot)
+        except Exception as exc:  # the scan itself is stored and settled; the tick starts the next
+            log.warning("could not start the next scan at once (%s); the scheduler's tick will", exc)
 
     def _ask_pages(self, scan: int, page: int, attempt: int = 0, **retry) -> None:
         """Ask to read the feed from ``page`` on, as many pages a grant as the plan affords
@@ -119,7 +124,7 @@ class Steps:
         and no page is ever skipped. Only the run of the grant asked for last may ask for the next
         (:class:`actors.scan_frontier.ScanFrontier`), so a scan stays one chain of grants. The page
         that ends the scan drops the pages after it; a failed page drops itself and those after it,
-        and is asked again."""
+        and is asked again. A scan's end may start the next one at once (:meth:`_follow_on`)."""
         rt = self.rt
         page, scan = field(payload, "page", int, "upsert"), field(payload, "scan", int, "upsert")
         pages = payload.get("pages", 1)
@@ -169,10 +174,11 @@ class Steps:
         self.settle(grant_id, "deal", "ok", _merged(read, results))
         if not more:
             frontier.end(scan)
-            self._follow_on()
         elif frontier.advance(scan, page, stored.next_page):
             self._ask_pages(scan, stored.next_page)
         self.top_up()
+        if not more:
+            self._follow_on()
 
     # -- peek and commit ------------------------------------------------------------------------
     def top_up(self) -> int:
@@ -314,7 +320,7 @@ def read_pages(client, selection: dict, pages: range, pool=None) -> Iterator:
         except KeepaError as exc:
             return exc
     if len(pages) == 1 or pool is None:
-        return (read(page) for page in pages)
+        return iter([read(page) for page in pages])
     return pool.map(read, pages)
 
 

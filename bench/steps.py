@@ -2,7 +2,7 @@
 
 Run with ``python -m bench steps``. The actors' own code (:class:`actors.steps.Steps`) reads a
 64-page scan of the embedded Keepa server (in its own process, so its CPU is not counted here) in
-8-page grants, then peeks and commits every candidate it found, against a real redis-server and a
+16-page grants, then peeks and commits every candidate it found, against a real redis-server and a
 SQLite file (and a PostgreSQL server when one can be started). The messages the steps send are
 collected, not sent. What this process spends per feed deal is the floor under the ingest bench's
 worker figure: everything above it there is Dramatiq, Redis round trips and threads.
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCAN_PAGES, PAGES_A_GRANT, ASINS_A_CALL = 64, 8, 100
+SCAN_PAGES, PAGES_A_GRANT, ASINS_A_CALL = 64, 16, 100
 SERVE = ("from keepa_api.catalogue import Catalogue\nfrom keepa_api.server import FakeKeepa\nimport sys, time\n"
          "k = FakeKeepa(refill_per_minute=10**6, start_tokens=10**9, minute_seconds=3600.0,\n"
          "              catalogue=Catalogue(1, backlog=12_000, new_per_minute=0))\n"
@@ -55,7 +55,7 @@ class _Runtime:
 
         self.broker, self.redis = _Collected(), redis.Redis.from_url(redis_url)
         self.store, self.rule = open_store(database_url), ViabilityRule()
-        self.client, self.pool = KeepaClient("bench-key-0000", base_url=keepa_url), ThreadPoolExecutor(8)
+        self.client, self.pool = KeepaClient("bench-key-0000", base_url=keepa_url), ThreadPoolExecutor(PAGES_A_GRANT)
 
     def clock_ms(self) -> int:
         return int(time.time() * 1000)

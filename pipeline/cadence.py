@@ -30,7 +30,8 @@ def upsert_interval_ms(*, refill_per_minute: float, page_cost: float = 5, budget
 def scan_due(*, now_ms: int, last_scan_ms: int | None, refill_per_minute: float, page_cost: float = 5,
              budget_fraction: float = 0.02, balance: float | None = None, cap: float | None = None,
              work_pending: bool = True) -> bool:
-    """Whether the scheduler, checking once a minute, should start a scan of the feed now."""
+    """Whether to start a scan of the feed now: asked by the scheduler once a minute and, on plans
+    of several pages a grant, when a scan ends (see ``actors.steps.Steps._follow_on``)."""
     if last_scan_ms is None:
         return True
     interval = upsert_interval_ms(refill_per_minute=refill_per_minute, page_cost=page_cost,

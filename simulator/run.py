@@ -339,7 +339,11 @@ class Simulation:
         store.advance_watermark(watermark)
         if not more:
             self.scan_active = False
-            if self.cfg.cadence == "adaptive":  # as the actors: a scan past its interval is followed at once
+            rate = self.policy.rate or self.sc.schedule.rate_at(self.now // MINUTE_MS)
+            if self.cfg.cadence == "adaptive" and batching.scan_pages(rate) > 1:
+                # as the actors (Steps._follow_on): on a plan of several pages a grant, a scan past
+                # its interval is followed at once (here judged on the governor's live state, there
+                # on its last snapshot)
                 self._scan_if_due()
         return more
 

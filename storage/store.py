@@ -268,7 +268,7 @@ def open_store(database_url: str, *, sleep=time.sleep, **options) -> Store:
         except DatabaseUnavailable as exc:
             if attempt + 1 == MIGRATE_ATTEMPTS or "locked" not in str(exc):
                 raise
-            log.info("%s; trying again", exc)
+            log.warning("%s; trying again", exc)
             sleep(0.1 * 2 ** attempt)
     log.info("storage ready: %s", describe(db))
     return Store(db)

@@ -126,6 +126,13 @@ def test_a_database_locked_at_start_is_tried_again_and_any_other_failure_stands(
         open_store(f"sqlite:///{tmp_path}/other.db", sleep=slept.append)
     assert slept == []
 
+    calls.clear()
+    monkeypatch.setattr(storage.store, "migrate", locked_twice)
+    monkeypatch.setattr(storage.store, "MIGRATE_ATTEMPTS", 2)
+    with pytest.raises(DatabaseUnavailable, match="locked"):  # locked every time: the error stands
+        open_store(f"sqlite:///{tmp_path}/third.db", sleep=slept.append)
+    assert slept == [0.1] and len(calls) == 2
+
 
 def test_a_new_step_is_applied_once_on_the_next_start(store):
     calls = []
