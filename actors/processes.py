@@ -119,13 +119,15 @@ def scheduler_tick(rt, now_ms: int) -> bool:
     if not rt.redis.set(f"keepa-deals:scheduler:tick:{slot}", now_ms, nx=True, px=10 * rt.minute_ms):
         return False
     snapshot = Ledger(rt.redis).read_snapshot()
-    rt.steps.start_scan(now_ms, snapshot)
+    started = rt.steps.start_scan(now_ms, snapshot)
     requeued = rt.store.requeue_stale_claims(now_ms - 10 * rt.minute_ms, now_ms)
     if requeued:
         log.warning("requeued %d candidates claimed by workers that never finished", requeued)
     if snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:
         outstanding = snapshot["pending"]["peek"] + snapshot["in_flight"]["peek"] + delayed_peeks(rt.broker)
         rt.redis.set(OUTSTANDING_KEY, outstanding)
+        if not started:
+            rt.steps.ask_again_if_lost(snapshot)
     rt.steps.top_up()
     # the governor schedules its own wakes; this nudge only covers a wake lost with a killed process
     rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),

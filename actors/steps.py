@@ -88,6 +88,23 @@ class Steps:
         self._ask_pages(scan, page)
         return True
 
+    def ask_again_if_lost(self, snapshot: dict | None) -> bool:
+        """Ask again for the grant the running scan recorded as asked, if the governor's snapshot
+        shows no feed read pending or in flight: a process that died between recording the ask and
+        sending it would otherwise leave the scan waiting for its key's time to live (30 Keepa
+        minutes). The id is the first ask's, so the governor drops it if that ask did arrive."""
+        if not snapshot or snapshot["pending"].get("upsert") or snapshot["in_flight"].get("upsert"):
+            return False
+        running, asked = self.rt.redis.mget(SCAN_KEY, ASKED_KEY)
+        if not running or not asked:
+            return False
+        scan, _, page = asked.decode().partition(":")
+        if scan != running.decode() or not page.isdigit():  # another scan's marker, or "end"
+            return False
+        log.info("scan %s: asking again for its pages from %s (no feed read pending or in flight)", scan, page)
+        self._ask_pages(int(scan), int(page))
+        return True
+
     def _follow_on(self) -> None:
         """On a plan that reads several pages a grant, start the next scan at once if the plan's
         interval has passed since the one that just ended began, instead of at the scheduler's next

@@ -281,6 +281,23 @@ class TestScan:
         assert asked == ([{"scan": NOW, "page": 0, "pages": 1}] if follows else [])
         assert (int(redis_db.get(LAST_SCAN_KEY)) == NOW) is follows
 
+    @pytest.mark.parametrize(("upsert_pending", "upsert_in_flight", "over", "asks_again"), [
+        (0, 0, False, True), (1, 0, False, False), (0, 1, False, False), (0, 0, True, False)])
+    def test_a_scan_whose_ask_was_lost_is_asked_for_again_at_the_tick(self, redis_db, store, upsert_pending,
+                                                                      upsert_in_flight, over, asks_again):
+        rt = Runtime(redis_db, store, rate=4_000)
+        steps = Steps(rt)
+        assert steps.frontier.start(7, 0)  # recorded as asked; the process died before sending it
+        if over:
+            steps.frontier.end(7)
+        snapshot = {"pending": {"upsert": upsert_pending, "commit": 0, "peek": 0},
+                    "in_flight": {"upsert": upsert_in_flight, "commit": 0, "peek": 0}}
+        assert steps.ask_again_if_lost(snapshot) is asks_again
+        asked = rt.broker.requests("upsert")
+        assert asked == ([{"id": "upsert:7.0:0", "cls": "upsert", "units": 4, "continues": True,
+                           "payload": {"scan": 7, "page": 0, "pages": 4}}] if asks_again else [])
+        assert steps.ask_again_if_lost(None) is False
+
     def test_an_old_grant_run_again_neither_ends_nor_forks_the_scan_that_went_on(self, redis_db, store, feed):
         client, pool = feed
         rt = Runtime(redis_db, store, client, rate=4_000, pool=pool)
