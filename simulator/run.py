@@ -165,10 +165,14 @@ class Simulation:
         self._scan_if_due()
         self._at(self.now + MINUTE_MS, TICK)
 
+    def _rate(self) -> int:
+        """The plan's refill as the policy knows it, else as the scenario sets it now."""
+        return getattr(self.policy, "rate", 0) or self.sc.schedule.rate_at(self.now // MINUTE_MS)
+
     def _scan_if_due(self) -> None:
         if not self.scan_active:
             if self.cfg.cadence == "adaptive":
-                rate = self.policy.rate or self.sc.schedule.rate_at(self.now // MINUTE_MS)
+                rate = self._rate()
                 due = scan_due(now_ms=self.now, last_scan_ms=self.last_scan_ms, refill_per_minute=rate,
                                page_cost=self.sc.deal_page_cost[1], budget_fraction=self.cfg.budget_fraction,
                                balance=self.policy.balance, cap=self.policy.cap,
@@ -207,8 +211,7 @@ class Simulation:
     def _scan_work(self, page: int, scan: int, attempt: int = 0) -> Work:
         """A feed read from ``page`` on, as many pages a call as the actors ask for, never past
         Keepa's last page."""
-        pages = self.cfg.scan_pages or batching.scan_pages(
-            getattr(self.policy, "rate", 0) or self.sc.schedule.rate_at(self.now // MINUTE_MS))
+        pages = self.cfg.scan_pages or batching.scan_pages(self._rate())
         return Work(UPSERT, page, attempt, self.now, scan, pages=max(1, min(pages, MAX_PAGES - page)))
 
     def _ask_pages(self, page: int, scan: int) -> None:
@@ -339,8 +342,7 @@ class Simulation:
         store.advance_watermark(watermark)
         if not more:
             self.scan_active = False
-            rate = self.policy.rate or self.sc.schedule.rate_at(self.now // MINUTE_MS)
-            if self.cfg.cadence == "adaptive" and batching.scan_pages(rate) > 1:
+            if self.cfg.cadence == "adaptive" and batching.scan_pages(self._rate()) > 1:
                 # as the actors (Steps._follow_on): on a plan of several pages a grant, a scan past
                 # its interval is followed at once (here judged on the governor's live state, there
                 # on its last snapshot)
