@@ -22,7 +22,6 @@ from actors.ledger import Ledger
 from actors.messages import MalformedMessage
 from actors.steps import Steps, read_pages
 from governor.config import GovernorConfig
-from governor.model import CLASSES
 from keepa_deals.errors import BadKey, ConfigError
 from keepa_deals.settings import Settings
 from pipeline import batching
@@ -125,15 +124,6 @@ def setup(settings: Settings, *, broker=None, store=None, client=None, with_host
     return rt
 
 
-def worker_priority(cls: str) -> int:
-    """Dramatiq's priority (lower first) for a class's grants waiting in a worker: the governor's order.
-
-    A worker prefetches messages of every queue it consumes; without this, the scan's next grant
-    waited behind the peeks and commits already fetched, up to 0.5 s between the grants of one scan
-    in the ingest bench (under 0.14 s with it)."""
-    return 10 * CLASSES.index(cls)
-
-
 def _declare_actors(broker) -> None:
     common = {"broker": broker, "throws": (MalformedMessage, BadKey)}
 
@@ -144,18 +134,15 @@ def _declare_actors(broker) -> None:
             raise dramatiq.Retry(delay=2_000)  # not a governor process: hand it back
         RUNTIME.host.handle(kind, body)
 
-    @dramatiq.actor(queue_name="upsert", actor_name="keepa_upsert", max_retries=5,
-                    priority=worker_priority("upsert"), **common)
+    @dramatiq.actor(queue_name="upsert", actor_name="keepa_upsert", max_retries=5, **common)
     def keepa_upsert(grant_id, payload):
         RUNTIME.steps.upsert(grant_id, payload)
 
-    @dramatiq.actor(queue_name="peek", actor_name="keepa_peek", max_retries=5,
-                    priority=worker_priority("peek"), **common)
+    @dramatiq.actor(queue_name="peek", actor_name="keepa_peek", max_retries=5, **common)
     def keepa_peek(grant_id, payload):
         RUNTIME.steps.peek(grant_id, payload)
 
-    @dramatiq.actor(queue_name="commit", actor_name="keepa_commit", max_retries=5,
-                    priority=worker_priority("commit"), **common)
+    @dramatiq.actor(queue_name="commit", actor_name="keepa_commit", max_retries=5, **common)
     def keepa_commit(grant_id, payload):
         RUNTIME.steps.commit(grant_id, payload)
 

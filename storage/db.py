@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
 
 from keepa_deals.errors import ConfigError, DatabaseUnavailable, StorageError
-from storage.write_lock import WriteLock
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _sqlite(path: str, busy_timeout_ms: int) -> peewee.SqliteDatabase:
     }
     # sqlite3's own timeout (seconds) installs the same busy handler; keep both consistent.
     db = peewee.SqliteDatabase(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000, autoconnect=True)
-    db._keepa_write_lock = (os.getpid(), WriteLock())  # see write_transaction
+    db._keepa_write_lock = (os.getpid(), threading.RLock())  # see write_transaction
     return db
 
 
@@ -123,21 +123,16 @@ def _postgres(url: str) -> peewee.PostgresqlDatabase:
     return peewee.PostgresqlDatabase(name, autoconnect=True, **params)
 
 
-def _locked(db: peewee.Database, first: bool):
-    """The process's write lock on a SQLite ``db``; nothing on PostgreSQL (it locks rows)."""
-    if isinstance(db, peewee.SqliteDatabase):
-        return _write_lock(db).hold(first)
-    return contextlib.nullcontext()
-
-
 @contextlib.contextmanager
-def write_transaction(db: peewee.Database, *, first: bool = False):
+def write_transaction(db: peewee.Database):
     """``db.atomic()``; on SQLite ``BEGIN IMMEDIATE``, so a read-then-write never fails on a lock upgrade.
 
-    On SQLite the threads of one process queue on the process's :class:`storage.write_lock.WriteLock`
-    first (``first``: ahead of the others); only writers in other processes meet SQLite's busy handler."""
+    SQLite takes one writer at a time, and a connection that finds the lock taken sleeps in SQLite's
+    busy handler (1, 2, 5, 10 ... ms) however soon the lock is free again. Threads of one process
+    therefore queue on a Python lock first (woken as soon as the holder leaves); only writers in
+    other processes still meet the busy handler."""
     if isinstance(db, peewee.SqliteDatabase):
-        with _locked(db, first), db.atomic(lock_type="IMMEDIATE"):
+        with _write_lock(db), db.atomic(lock_type="IMMEDIATE"):
             yield
     else:
         with db.atomic():
@@ -149,17 +144,16 @@ _AS_PEEWEE_ERRORS = peewee.__exception_wrapper__
 
 
 @contextlib.contextmanager
-def statement_writes(db: peewee.Database, *, first: bool = False):
+def statement_writes(db: peewee.Database):
     """Several writes of one statement each, every one its own transaction (both drivers run in
     autocommit under peewee), with SQLite's process write lock taken once for all of them; yields
-    ``run(sql, params) -> rowcount``. A failure leaves the writes before it stored. ``first`` as for
-    :func:`write_transaction`.
+    ``run(sql, params) -> rowcount``. A failure leaves the writes before it stored.
 
     For the writes of a feed page or a peek answer. Taken per write, the lock changed hands between
     a process's threads hundreds of times a page, and each time its holder also had to win the GIL
     back from threads decoding Keepa's answers while the others queued behind it: a sampling profile
     of the worker found its feed scan waiting on this lock for 45 % of its time."""
-    with _locked(db, first), _AS_PEEWEE_ERRORS:
+    with _write_lock(db) if isinstance(db, peewee.SqliteDatabase) else contextlib.nullcontext(), _AS_PEEWEE_ERRORS:
         cursor = db.connection().cursor()
 
         def run(sql: str, params: tuple = ()) -> int:
@@ -187,11 +181,11 @@ def statement_transaction(db: peewee.Database):
         run("COMMIT")
 
 
-def _write_lock(db: peewee.SqliteDatabase) -> WriteLock:
+def _write_lock(db: peewee.SqliteDatabase) -> threading.RLock:
     pid = os.getpid()
     held = getattr(db, "_keepa_write_lock", None)
     if held is None or held[0] != pid:  # a forked child starts with a lock of its own
-        held = (pid, WriteLock())
+        held = (pid, threading.RLock())
         db._keepa_write_lock = held
     return held[1]
 

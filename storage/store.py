@@ -91,7 +91,7 @@ class Store:
         """Store or refresh the light records of a feed page, ``(asin, deal_time_ms)`` each: every ASIN
         its own one-statement transaction, the write lock taken once for the page. How many written."""
         sql, count = self._sql.light_upsert, 0
-        with statement_writes(self.db, first=True) as run:
+        with statement_writes(self.db) as run:
             for asin, deal_time_ms in deals:
                 run(sql, (asin, deal_time_ms, now_ms, now_ms))
                 count += 1
@@ -196,7 +196,7 @@ class Store:
             fresh = W.mark_ms.is_null() | (W.mark_ms <= watermark.mark_ms)
         if from_page is not None:
             fresh &= peewee.fn.COALESCE(W.next_page, 0) == from_page
-        with write_transaction(self.db, first=True):
+        with write_transaction(self.db):
             changed = (W.update(mark_ms=watermark.mark_ms, scan_top_ms=watermark.scan_top_ms,
                                 next_page=watermark.next_page, updated_ms=now_ms)
                        .where(W.id == WATERMARK_ID, fresh).execute())
