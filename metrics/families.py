@@ -168,8 +168,8 @@ def database_families(counts: DatabaseCounts | None) -> list:
                c.candidates_waiting),
         _gauge("keepa_last_deal_ingested_timestamp_seconds", "Unix time in seconds of the last deal committed; "
                "0 if none.", _ms_to_s(c.last_ingested_ms)),
-        _gauge("keepa_watermark_age_seconds", "Age of the deal feed's watermark (the newest deal time fully "
-               "scanned), in seconds; 0 if there is none yet.", _ms_to_s(c.watermark_age_ms)),
+        _gauge("keepa_watermark_age_seconds", "Seconds since a feed scan last moved the watermark (the newest "
+               "deal time fully scanned); 0 if there is none yet.", _ms_to_s(c.watermark_age_ms)),
     ]
 
 

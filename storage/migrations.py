@@ -33,11 +33,23 @@ def _seed_watermark(db: peewee.Database, t: Tables) -> None:
     t.WatermarkRow.insert(id=WATERMARK_ID, next_page=0).on_conflict_ignore().execute()
 
 
+def _mark_moved(db: peewee.Database, t: Tables) -> None:
+    """When the watermark's mark last moved, on this system's clock: the watermark's age is measured
+    from it, because the deal times in the mark are on Keepa's clock, which the embedded server runs
+    faster (an age against our clock came out negative there). A database made before this step
+    takes the row's last write as its best guess."""
+    if "mark_moved_ms" not in {c.name for c in db.get_columns(t.WatermarkRow._meta.table_name)}:
+        db.execute_sql("ALTER TABLE watermark ADD COLUMN mark_moved_ms BIGINT")  # step 1 makes it now
+    W = t.WatermarkRow
+    W.update(mark_moved_ms=W.updated_ms).where(W.mark_ms.is_null(False), W.mark_moved_ms.is_null()).execute()
+
+
 Step = tuple[int, str, Callable[[peewee.Database, Tables], None]]
 
 STEPS: list[Step] = [
     (1, "light deals, committed deals and the watermark", _create_tables),
     (2, "the single watermark row", _seed_watermark),
+    (3, "when the watermark last moved", _mark_moved),
 ]
 
 LATEST = STEPS[-1][0]

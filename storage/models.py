@@ -57,6 +57,7 @@ class WatermarkRow(peewee.Model):
     scan_top_ms = peewee.BigIntegerField(null=True)
     next_page = peewee.IntegerField(default=0)
     updated_ms = peewee.BigIntegerField(null=True)
+    mark_moved_ms = peewee.BigIntegerField(null=True)   # our clock, when mark_ms last changed
 
     class Meta:
         table_name = "watermark"

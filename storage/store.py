@@ -190,15 +190,17 @@ class Store:
         computed from there): a second run of the same grant can never move the cursor twice.
         """
         W = self._t.WatermarkRow
+        moved = W.mark_moved_ms
         if watermark.mark_ms is None:
             fresh = W.mark_ms.is_null()
         else:
             fresh = W.mark_ms.is_null() | (W.mark_ms <= watermark.mark_ms)
+            moved = peewee.Case(None, [(W.mark_ms.is_null() | (W.mark_ms != watermark.mark_ms), now_ms)], moved)
         if from_page is not None:
             fresh &= peewee.fn.COALESCE(W.next_page, 0) == from_page
         with write_transaction(self.db):
             changed = (W.update(mark_ms=watermark.mark_ms, scan_top_ms=watermark.scan_top_ms,
-                                next_page=watermark.next_page, updated_ms=now_ms)
+                                next_page=watermark.next_page, updated_ms=now_ms, mark_moved_ms=moved)
                        .where(W.id == WATERMARK_ID, fresh).execute())
         stored = self.load_watermark()
         if not changed:
@@ -243,10 +245,13 @@ class Store:
 
     @_guarded
     def watermark_age_ms(self, now_ms: int) -> int | None:
-        """How far the watermark is behind ``now_ms`` (None before the first scan ends)."""
+        """How long ago (``now_ms`` on this system's clock) a scan last moved the watermark; None
+        before the first scan ends. Not ``now_ms - mark_ms``: the mark is a deal time on Keepa's
+        clock, which the embedded server runs faster."""
         W = self._t.WatermarkRow
-        mark_ms = W.select(W.mark_ms).where(W.id == WATERMARK_ID).scalar()
-        return None if mark_ms is None else now_ms - mark_ms
+        row = (W.select(W.mark_ms, peewee.fn.COALESCE(W.mark_moved_ms, W.updated_ms))
+               .where(W.id == WATERMARK_ID).tuples().first())
+        return None if row is None or row[0] is None else now_ms - row[1]
 
 
 MIGRATE_ATTEMPTS = 5

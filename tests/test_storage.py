@@ -333,6 +333,32 @@ def test_the_watermark_never_moves_backwards_when_messages_arrive_out_of_order(s
     assert store.load_watermark() == Watermark(mark_ms=8_000)
 
 
+def test_the_watermark_age_counts_from_when_a_scan_last_moved_the_mark_on_our_clock(store):
+    """The mark is a deal time on Keepa's clock (the embedded server's runs faster than ours), so the
+    age is measured from when the mark last moved, never from the mark itself."""
+    assert store.watermark_age_ms(5_000) is None
+    store.advance_watermark(Watermark(mark_ms=None, scan_top_ms=900_000, next_page=1), 2_000)
+    assert store.watermark_age_ms(5_000) is None              # a first scan under way sets no mark
+    store.advance_watermark(Watermark(mark_ms=900_000), 3_000)  # a deal time far ahead of our clock
+    assert store.watermark_age_ms(5_000) == 2_000
+    store.advance_watermark(Watermark(mark_ms=900_000, scan_top_ms=950_000, next_page=1), 4_000)
+    store.advance_watermark(Watermark(mark_ms=900_000), 6_000)  # a scan that found nothing newer
+    store.advance_watermark(Watermark(mark_ms=800_000), 7_000)  # a late message: ignored
+    assert store.watermark_age_ms(8_000) == 5_000
+    store.advance_watermark(Watermark(mark_ms=960_000), 9_000)
+    assert store.watermark_age_ms(10_000) == 1_000
+
+
+def test_a_database_from_before_the_mark_time_column_gets_it_from_the_rows_last_write(database_url):
+    db = open_database(database_url)
+    assert migrate(db, STEPS[:2]) == 2
+    db.execute_sql("ALTER TABLE watermark DROP COLUMN mark_moved_ms")  # as step 1 made it then
+    db.execute_sql("UPDATE watermark SET mark_ms = 900000, updated_ms = 3000")
+    assert migrate(db) == LATEST
+    assert Store(db).watermark_age_ms(5_000) == 2_000
+    db.close()
+
+
 # -- counts ---------------------------------------------------------------------------------------
 
 def test_counts_for_status_and_metrics(store):
@@ -351,5 +377,5 @@ def test_counts_for_status_and_metrics(store):
     assert store.deals_ingested_since(60_000) == 2
     assert store.last_ingested_ms() == 120_000
     assert store.candidates_waiting() == 1
-    assert store.watermark_age_ms(130_000) == 30_000
+    assert store.watermark_age_ms(130_000) == 10_000   # since the mark moved, on our clock
     assert all(type(v) is int for v in (store.deals_stored(), store.deals_ingested(), store.last_ingested_ms()))
