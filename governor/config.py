@@ -15,9 +15,10 @@ class GovernorConfig:
 
     ``weights`` are each class's guaranteed share of the refill while it has work pending;
     unused share is lent to the others. ``peek_buffer`` bounds how far peek runs ahead of commit:
-    peeks are granted only while fewer viable candidates than this wait for a commit (counting peeks
-    in flight, which may become candidates). ``recharge`` is "auto" (on below ``recharge_below_rate``
-    tokens a minute), "on" or "off".
+    peeks are granted only while fewer than this many commit requests wait plus peek calls are in
+    flight (each may bring commits). It counts calls, not ASINs: a peek call carries up to a batch
+    of ASINs and a commit request up to the commit batch, both sized for the plan. ``recharge`` is
+    "auto" (on below ``recharge_below_rate`` tokens a minute), "on" or "off".
     """
 
     floor: int = 0

@@ -30,8 +30,8 @@ def _reason(gov, cls: str, position: int, now_ms: int) -> str:
         parts.append(f"balance {gov.balance} (less {gov.uncertain} for calls in flight) at or below floor "
                      f"{cfg.floor}; next refill +{gov.rate} at {gov.next_refill_ms} ms")
     if cls == PEEK and len(gov.queues[COMMIT]) + gov.peeks_in_flight >= cfg.peek_buffer:
-        parts.append(f"backpressure: {len(gov.queues[COMMIT])} viable candidates await commit and "
-                     f"{gov.peeks_in_flight} peeks are in flight (buffer {cfg.peek_buffer})")
+        parts.append(f"backpressure: {len(gov.queues[COMMIT])} commit requests wait and "
+                     f"{gov.peeks_in_flight} peek calls are in flight (buffer {cfg.peek_buffer} calls)")
     if gov.hold_cls and gov.hold_cls != cls:
         parts.append(f"{gov.hold_tokens} tokens held for the {gov.hold_cls} scan in progress")
     ahead = {c: len(gov.queues[c]) for c in CLASSES if CLASSES.index(c) < CLASSES.index(cls)}

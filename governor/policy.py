@@ -13,8 +13,8 @@ grant now and when to call it again. Rules, in the order they apply:
 2. A request whose estimate exceeds the bucket is rejected at once, naming cost and bucket size.
 3. If the next refill would overflow the cap while anything waits, grant first (rules 4-5 yield).
 4. Recharge mode (see :mod:`governor.recharge`) holds back every class not exempted.
-5. Backpressure: peek is granted only while fewer than ``peek_buffer`` viable candidates (commits
-   pending plus peeks in flight) wait, so no token buys a peek whose commit cannot follow.
+5. Backpressure: peek is granted only while fewer than ``peek_buffer`` calls (commit requests
+   pending plus peek calls in flight) wait, so no token buys a peek whose commit cannot follow.
 6. After a call marked ``continues`` is granted, other classes must leave ``hold_calls`` more such
    calls' worth (at most a tenth of the bucket) until the follow-up comes (or ``hold_grace_ms``
    after the call settles without one), so a feed scan reads page after page instead of one page
