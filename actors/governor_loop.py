@@ -11,9 +11,9 @@ consume at all: it stands by and checks the lease once a second, so a standby ne
 
 Delayed messages (wakes, back-off retries) arrive on ``governor.DQ``; like Dramatiq's own worker,
 the loop keeps them unacknowledged until due, then moves them to ``governor``. When nothing is
-waiting the loop naps 1 ms, and once idle for ``BUSY_S`` doubles the nap up to ``poll_ms``: under
-load a request waits at most about a millisecond to be fetched, when idle the loop costs ~200
-fetches a second.
+waiting the loop waits on its doorbell (:mod:`actors.doorbell`), which every sender rings, until
+the next thing due (a wake, a held message, the next look at the delay queue). Without a doorbell
+it naps 1 ms, and once idle for ``BUSY_S`` doubles the nap up to ``poll_ms``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ BUSY_S = 0.05                  # this soon after a batch, an empty fetch naps 1 
 
 
 class GovernorLoop:
-    def __init__(self, rt, stop, *, batch_max: int = 256, poll_ms: int = 5):
-        self.rt, self.host, self.stop = rt, rt.host, stop
+    def __init__(self, rt, stop, *, batch_max: int = 256, poll_ms: int = 5, doorbell=None):
+        self.rt, self.host, self.stop, self.doorbell = rt, rt.host, stop, doorbell
         self.dispatch = rt.host.dispatch
         self.batch_max, self.poll_ms = batch_max, poll_ms
         self.held: list = []          # (eta_ms, seq, message) from the delay queue, unacked until due
@@ -102,6 +102,11 @@ class GovernorLoop:
         self._hold(delayed[0] if delayed else [], now)
         wake = self.host.host.get("wake_at")
         if not batch and (wake is None or wake > now):
+            if self.doorbell is not None:
+                due = [DQ_POLL_S - (time.monotonic() - self._dq_polled)]
+                due += [(t - now) / 1000 for t in (wake, self.held[0][0] if self.held else None) if t is not None]
+                self.doorbell.wait(max(0.001, min(due)))
+                return
             self.stop.wait(self._nap_ms / 1000)
             if time.monotonic() - self._busy_at > BUSY_S:  # idle for a while: nap longer, up to poll_ms
                 self._nap_ms = min(self.poll_ms, self._nap_ms * 2)

@@ -78,15 +78,20 @@ def run_consumer(settings: Settings, queues, threads: int, *, governor: bool = F
 
 def run_governor(settings: Settings) -> int:
     """The governor: its own batch loop (see :mod:`actors.governor_loop`), not a Dramatiq worker."""
-    from actors.governor_loop import GovernorLoop
+    from actors.doorbell import Doorbell
+    from actors.governor_loop import DQ_POLL_S, GovernorLoop
 
     stop = _stop_event()
     if not wait_for_redis(settings.redis_url, stop):
         return 0
     rt = setup(settings, with_host=True)
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
-    GovernorLoop(rt, stop).run()
-    rt.broker.close()
+    doorbell = Doorbell(rt.redis, max_wait_s=DQ_POLL_S)
+    try:
+        GovernorLoop(rt, stop, doorbell=doorbell).run()
+    finally:
+        doorbell.close()
+        rt.broker.close()
     return 0
 
 

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import pytest
 from dramatiq import Message
 
+from actors import governor_loop
 from actors.broker import make_broker
 from actors.dispatch import Dispatch
+from actors.doorbell import BELL_KEY, Doorbell
 from actors.governor_actor import GovernorHost
 from actors.governor_loop import GovernorLoop
 from actors.ledger import KEYS, SNAPSHOT_KEY, Ledger
@@ -114,3 +116,44 @@ def test_a_stopped_loop_gives_its_lease_up_so_the_next_governor_takes_over_at_on
     assert Ledger(broker.client, holder="next").acquire()
     loop.host.ledger.release()  # not the holder any more: the next governor keeps it
     assert Ledger(broker.client, holder="next").leader() == "next"
+
+
+# -- the doorbell ---------------------------------------------------------------------------------
+
+def _request(rid: str) -> Message:
+    return Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
+                   args=("request", {"id": rid, "cls": "commit", "units": 1, "payload": {"asins": ["B000000001"]}}))
+
+
+def test_a_message_sent_to_the_idle_governor_wakes_it_at_once(loop, monkeypatch):
+    broker = loop.host.broker
+    monkeypatch.setattr(governor_loop, "DQ_POLL_S", 30.0)  # nothing else due for half a minute
+    loop.doorbell = Doorbell(broker.client, max_wait_s=30.0)
+    loop.step()                                             # takes the lease; nothing to do
+    waited = threading.Thread(target=loop.step, daemon=True)
+    waited.start()                                          # the queue is empty: it waits on the bell
+    for _ in range(2_000):                                  # bounded: until it blocks in BLPOP
+        if any(c.get("cmd", "").lower() == "blpop" for c in broker.client.client_list()):
+            break
+        threading.Event().wait(0.001)
+    assert waited.is_alive()
+    broker.enqueue(_request("a"))                          # Dramatiq's enqueue rings the bell
+    waited.join(5)
+    assert not waited.is_alive(), "the bell did not wake the governor"
+    loop.step()
+    assert len(_ids(broker, "commit")) == 1
+    loop.doorbell.close()
+
+
+def test_only_undelayed_messages_for_the_governor_ring_and_the_bell_never_piles_up(loop):
+    broker, bells = loop.host.broker, lambda: loop.host.broker.client.llen(BELL_KEY)
+    broker.enqueue(Message(queue_name="commit", actor_name="keepa_commit", args=("g", {}), kwargs={}, options={}))
+    broker.enqueue(_request("later"), delay=60_000)
+    assert bells() == 0
+    for rid in ("a", "b", "c"):
+        broker.enqueue(_request(rid))
+    assert bells() == 1
+    doorbell = Doorbell(broker.client, max_wait_s=1.0)
+    assert doorbell.wait(1.0) is True and bells() == 0      # waking takes the bell
+    assert doorbell.wait(0.01) is False                     # nothing rang since: it times out
+    doorbell.close()
