@@ -1,7 +1,7 @@
 """Run every benchmark section in one process and print its table.
 
-``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``, ``grants``, ``ingest``, ``steps``) runs one;
-``python -m bench actors`` runs ``grants``, ``ingest`` and ``steps``.
+``python -m bench`` runs all; ``python -m bench engine`` (or ``wire``, ``grants``, ``ingest``, ``steps``,
+``idle``) runs one; ``python -m bench actors`` runs ``grants``, ``ingest``, ``steps`` and ``idle``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ SECTIONS = {
     "grants": "bench.grants",   # issue 4: governor through Redis vs BucketRateLimiter
     "ingest": "bench.ingest",   # issue 4: one worker end to end, SQLite and PostgreSQL
     "steps": "bench.steps",     # issue 4: the pipeline steps alone, CPU per feed deal
+    "idle": "bench.idle",       # issue 4: what the governor costs with nothing to do
 }
-ALIASES = {"actors": ["grants", "ingest", "steps"]}
+ALIASES = {"actors": ["grants", "ingest", "steps", "idle"]}
 
 
 def main(argv: list[str]) -> int:
