@@ -2,7 +2,8 @@
 
 Starts a local redis-server when nothing answers on REDIS_URL, the embedded Keepa server (a Keepa
 minute of 2 s) when KEEPA_API_KEY is unset, then the Procfile under honcho. Everything it started
-is stopped on exit, whatever the reason.
+is stopped on exit, whatever the reason. The local Redis keeps its data, and the metrics their
+multiprocess files, under ``KEEPA_DEALS_VAR`` (default: ``var/`` in the checkout).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from keepa_deals.errors import ConfigError
 from keepa_deals.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+VAR_VARIABLE = "KEEPA_DEALS_VAR"
 DEMO_MINUTE_S = 2
 READY_TIMEOUT_S = 20
 
@@ -43,7 +44,18 @@ def _wait(check, what: str) -> None:
     raise ConfigError(f"{what} did not come up within {READY_TIMEOUT_S} s")
 
 
-def _start_redis(url: str, started: list) -> None:
+def _var_dir(env: dict) -> Path:
+    raw = env.get(VAR_VARIABLE, "").strip()
+    path = Path(raw).resolve() if raw else ROOT / "var"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{VAR_VARIABLE} names {str(path)!r}, where no folder can be made: "
+                          f"{exc.strerror or exc}") from None
+    return path
+
+
+def _start_redis(url: str, var: Path, started: list) -> None:
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     if _listening(host, port):
@@ -54,15 +66,15 @@ def _start_redis(url: str, started: list) -> None:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ConfigError("redis-server is not installed: run `make deps`")
-    (VAR / "redis").mkdir(parents=True, exist_ok=True)
+    (var / "redis").mkdir(parents=True, exist_ok=True)
     # Ctrl-C in a terminal signals its whole process group at once: Redis (and the embedded Keepa)
     # run in sessions of their own, so they stay up while the workers drain, and go after them
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(VAR / "redis"),
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(var / "redis"),
                              "--save", "60 1", "--appendonly", "yes"], stdout=subprocess.DEVNULL,
                             start_new_session=True)
     started.append(proc)
     _wait(lambda: _listening("127.0.0.1", port), "redis-server")
-    print(f"redis: started a local redis-server on 127.0.0.1:{port} (data in var/redis)")
+    print(f"redis: started a local redis-server on 127.0.0.1:{port} (data in {var / 'redis'})")
 
 
 def _start_fake_keepa(started: list) -> str:
@@ -88,16 +100,16 @@ def up() -> int:
     env = dict(os.environ)
     started: list[subprocess.Popen] = []
     try:
-        _start_redis(settings.redis_url, started)
+        var = _var_dir(env)
+        _start_redis(settings.redis_url, var, started)
         if settings.embedded_keepa:
             env["KEEPA_API_URL"] = _start_fake_keepa(started)
             env["KEEPA_MINUTE_SECONDS"] = str(DEMO_MINUTE_S)
         else:
             print(f"keepa: talking to {settings.keepa_api_url} with the key from KEEPA_API_KEY")
-        VAR.mkdir(exist_ok=True)
         from metrics.dramatiq_seconds import prepare_multiproc_dir
 
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiproc_dir(VAR / "prometheus"))
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiproc_dir(var / "prometheus"))
         print(f"storage: {settings.database_url}; metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics")
         print("watch it: keepa-deals status   (Ctrl-C stops everything)")
         honcho = Path(sys.executable).with_name("honcho")
