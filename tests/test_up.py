@@ -88,3 +88,14 @@ def _run_then_ctrl_c(up, log, db_url, redis_url, redis_port, metrics_port, tmp_p
 def _store(db_url: str):
     path = db_url.removeprefix("sqlite:///")
     return open_store(db_url) if os.path.exists(path) else None
+
+
+def test_a_state_folder_that_cannot_be_made_is_an_error_naming_the_variable(tmp_path):
+    from keepa_deals.errors import ConfigError
+    from keepa_deals.stack import _var_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="KEEPA_DEALS_VAR names .*a-file/var"):
+        _var_dir({"KEEPA_DEALS_VAR": str(blocker / "var")})
+    assert _var_dir({"KEEPA_DEALS_VAR": str(tmp_path / "state")}) == tmp_path / "state"
