@@ -95,7 +95,10 @@ def run_governor(settings: Settings) -> int:
     return 0
 
 
-def run_worker(settings: Settings, threads: int = 8) -> int:
+WORKER_THREADS = 8   # the worker's default; each thread makes one Keepa call at a time
+
+
+def run_worker(settings: Settings, threads: int = WORKER_THREADS) -> int:
     return run_consumer(settings, WORKER_QUEUES, threads)
 
 

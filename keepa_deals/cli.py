@@ -47,7 +47,7 @@ def _role(args: argparse.Namespace) -> int:
     if args.command == "governor":
         return processes.run_governor(settings)
     if args.command == "worker":
-        return processes.run_worker(settings, args.threads)
+        return processes.run_worker(settings, args.threads or processes.WORKER_THREADS)
     return processes.run_scheduler(settings)
 
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("governor", help="the governor process (queue governor, one thread)").set_defaults(func=_role)
     worker = sub.add_parser("worker", help="upsert, peek and commit actors")
-    worker.add_argument("--threads", type=int, default=8)
+    worker.add_argument("--threads", type=int, default=None, help="default 8 (actors.processes.WORKER_THREADS)")
     worker.set_defaults(func=_role)
     sub.add_parser("scheduler", help="periodic triggers (exactly one)").set_defaults(func=_role)
     sub.add_parser("metrics", help="serve /metrics on METRICS_HOST:METRICS_PORT").set_defaults(func=_metrics)

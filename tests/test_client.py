@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from actors.processes import WORKER_THREADS
 from keepa_api.client import KeepaClient
 from keepa_api.records import Deal, Product
 from keepa_api.server import FakeKeepa
@@ -20,6 +21,7 @@ from keepa_deals.errors import (
     RequestRejected,
     TransientError,
 )
+from pipeline.batching import MAX_SCAN_PAGES
 
 CANARY = "canary-KEY-7f3e9d"
 SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}
@@ -92,14 +94,16 @@ def test_commit_returns_offers_and_csv_history_with_gaps(keepa, client):
     assert batch.envelope.tokens_consumed == 6 * -(-len(product.offers) // 10) + 2
 
 
-def test_sixteen_calls_at_once_reuse_pooled_connections_without_a_warning(keepa, client, caplog):
-    # a worker makes one call per thread plus the feed pages it reads at once; requests keeps 10
-    # connections a host by default and warns each time it has to drop one
-    keepa.set_faults(slow_ms=100)  # every call is still open when the sixteenth starts
-    with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(16) as pool:
-        for _ in range(3):
-            pages = list(pool.map(lambda page: client.deals(SELECTION, page), range(16)))
-    assert [p.page for p in pages] == list(range(16))
+def test_as_many_calls_at_once_as_a_worker_makes_reuse_pooled_connections_without_a_warning(
+        keepa, client, caplog):
+    # a worker makes one call per thread plus the feed pages a scan grant reads at once; requests
+    # keeps 10 connections a host by default and warns each time it has to drop one
+    at_once = WORKER_THREADS + MAX_SCAN_PAGES
+    keepa.set_faults(slow_ms=100)  # every call is still open when the last one starts
+    with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(at_once) as pool:
+        for _ in range(2):  # twice: the second round reuses the first's connections (240 of 300 tokens)
+            pages = list(pool.map(lambda page: client.deals(SELECTION, page), range(at_once)))
+    assert [p.page for p in pages] == list(range(at_once))
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
 
 
