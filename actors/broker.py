@@ -22,11 +22,13 @@ MAINTENANCE_CHANCE = 100_000  # out of 1,000,000 commands
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3_600_000
 
 
-def make_broker(redis_url: str, **overrides) -> RedisBroker:
+def make_broker(redis_url: str, *, ring: bool = True, **overrides) -> RedisBroker:
+    """The broker every process uses; ``ring`` False for the governor itself (see actors.doorbell)."""
     options = {"heartbeat_timeout": HEARTBEAT_TIMEOUT_MS, "maintenance_chance": MAINTENANCE_CHANCE,
                "dead_message_ttl": DEAD_MESSAGE_TTL_MS, **overrides}
     broker = RedisBroker(url=redis_url, **options)
-    broker.add_middleware(RingOnEnqueue())  # wakes the governor (see actors.doorbell)
+    if ring:
+        broker.add_middleware(RingOnEnqueue())  # wakes the governor (see actors.doorbell)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from metrics.dramatiq_seconds import DramatiqSeconds
 

@@ -11,9 +11,10 @@ consume at all: it stands by and checks the lease once a second, so a standby ne
 
 Delayed messages (wakes, back-off retries) arrive on ``governor.DQ``; like Dramatiq's own worker,
 the loop keeps them unacknowledged until due, then moves them to ``governor``. When nothing is
-waiting the loop waits on its doorbell (:mod:`actors.doorbell`), which every sender rings, until
-the next thing due (a wake, a held message, the next look at the delay queue). Without a doorbell
-it naps 1 ms, and once idle for ``BUSY_S`` doubles the nap up to ``poll_ms``.
+waiting the loop waits on its doorbell (:mod:`actors.doorbell`), rung by every message enqueued for
+it without a delay, until the next thing due: its own wake or a held message (on time: the last
+``2 * REDIS_TICK_S`` are napped, since Redis times a blocked command out only on its clock tick),
+or the next look at the delay queue (late by up to a tick, which back-off retries can afford).
 """
 
 from __future__ import annotations
@@ -24,33 +25,31 @@ import time
 
 from dramatiq.common import dq_name
 
+from actors.doorbell import QUEUE
 from actors.ledger import Ops
 from actors.messages import MalformedMessage
 
 log = logging.getLogger(__name__)
 
-QUEUE = "governor"
 DELAYED = dq_name(QUEUE)
 STANDBY_POLL_S = 1.0
 MAX_ATTEMPTS = 3
-DQ_POLL_S = 0.05
+DQ_POLL_S = 0.1               # the delay queue is looked at this often, at most
 HOLD_MAX = 256                 # delayed messages held unacknowledged until due, at most
-BUSY_S = 0.05                  # this soon after a batch, an empty fetch naps 1 ms, not longer
+REDIS_TICK_S = 0.1             # Redis times blocked commands out on its clock tick (hz 10, its default)
 
 
 class GovernorLoop:
-    def __init__(self, rt, stop, *, batch_max: int = 256, poll_ms: int = 5, doorbell=None):
+    def __init__(self, rt, stop, doorbell, *, batch_max: int = 256):
         self.rt, self.host, self.stop, self.doorbell = rt, rt.host, stop, doorbell
         self.dispatch = rt.host.dispatch
-        self.batch_max, self.poll_ms = batch_max, poll_ms
+        self.batch_max = batch_max
         self.held: list = []          # (eta_ms, seq, message) from the delay queue, unacked until due
         self.unacked: list = []       # the batch being applied, acknowledged once written
         self._seq = 0
         self.failures: dict[str, int] = {}
         self._standing_by = False
         self._dq_polled = 0.0
-        self._nap_ms = 1.0
-        self._busy_at = 0.0
 
     def _hand_back(self) -> None:
         """Give every unacknowledged message back to its queue now. (Whatever this process fetched
@@ -99,22 +98,25 @@ class GovernorLoop:
             wanted.append((DELAYED, HOLD_MAX - len(self.held)))
         batch, *delayed = self.dispatch.fetch(wanted)
         self.unacked = batch
-        self._hold(delayed[0] if delayed else [], now)
+        moved = self._hold(delayed[0] if delayed else [], now)
         wake = self.host.host.get("wake_at")
-        if not batch and (wake is None or wake > now):
-            if self.doorbell is not None:
-                due = [DQ_POLL_S - (time.monotonic() - self._dq_polled)]
-                due += [(t - now) / 1000 for t in (wake, self.held[0][0] if self.held else None) if t is not None]
-                self.doorbell.wait(max(0.001, min(due)))
-                return
-            self.stop.wait(self._nap_ms / 1000)
-            if time.monotonic() - self._busy_at > BUSY_S:  # idle for a while: nap longer, up to poll_ms
-                self._nap_ms = min(self.poll_ms, self._nap_ms * 2)
-            return
-        self._nap_ms, self._busy_at = 1.0, time.monotonic()
-        self._apply(batch, now)
+        if batch or (wake is not None and wake <= now):
+            self._apply(batch, now)
+        elif not moved and not self.stop.is_set():  # moved ones are on the queue for the next fetch
+            self._idle(now, wake)
 
-    def _hold(self, fetched: list, now: int) -> None:
+    def _idle(self, now: int, wake: int | None) -> None:
+        """Nothing to apply: wait for the doorbell until the next thing due."""
+        timed = [(t - now) / 1000 for t in (wake, self.held[0][0] if self.held else None) if t is not None]
+        until_timed = min(timed, default=float("inf"))
+        if until_timed < 2 * REDIS_TICK_S:  # BLPOP would time out up to a tick late: nap exactly
+            self.stop.wait(until_timed)
+            return
+        until_dq = DQ_POLL_S - (time.monotonic() - self._dq_polled)
+        self.doorbell.wait(max(REDIS_TICK_S, min(until_timed - REDIS_TICK_S, until_dq)))
+
+    def _hold(self, fetched: list, now: int) -> int:
+        """Keep delayed messages until due; move those due to the governor queue. How many moved."""
         for message in fetched:
             self._seq += 1
             heapq.heappush(self.held, (message.options.get("eta", 0), self._seq, message))
@@ -123,6 +125,7 @@ class GovernorLoop:
             due.append(heapq.heappop(self.held)[2])
         if due:
             self.dispatch.send([(m.copy(queue_name=QUEUE), None) for m in due], [(DELAYED, m) for m in due])
+        return len(due)
 
     def _apply(self, batch: list, now: int) -> None:
         ops = Ops()

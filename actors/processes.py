@@ -20,6 +20,7 @@ from dramatiq import Message
 from dramatiq.common import dq_name
 
 from actors.app import setup
+from actors.broker import make_broker
 from actors.ledger import Ledger
 from actors.steps import OUTSTANDING_KEY
 from keepa_deals.settings import Settings
@@ -79,16 +80,16 @@ def run_consumer(settings: Settings, queues, threads: int, *, governor: bool = F
 def run_governor(settings: Settings) -> int:
     """The governor: its own batch loop (see :mod:`actors.governor_loop`), not a Dramatiq worker."""
     from actors.doorbell import Doorbell
-    from actors.governor_loop import DQ_POLL_S, GovernorLoop
+    from actors.governor_loop import GovernorLoop
 
     stop = _stop_event()
     if not wait_for_redis(settings.redis_url, stop):
         return 0
-    rt = setup(settings, with_host=True)
+    rt = setup(settings, broker=make_broker(settings.redis_url, ring=False), with_host=True)
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
-    doorbell = Doorbell(rt.redis, max_wait_s=DQ_POLL_S)
+    doorbell = Doorbell(settings.redis_url)
     try:
-        GovernorLoop(rt, stop, doorbell=doorbell).run()
+        GovernorLoop(rt, stop, doorbell).run()
     finally:
         doorbell.close()
         rt.broker.close()

@@ -19,22 +19,27 @@ from actors.governor_loop import GovernorLoop
 from actors.ledger import KEYS, SNAPSHOT_KEY, Ledger
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
+from tests.services import free_port
 
 NOW = 1_700_000_000_000
 
 
 @pytest.fixture
 def loop(redis_server):
-    broker = make_broker(redis_server)
+    broker = make_broker(redis_server, ring=False)   # as the governor's own
     broker.client.flushdb()
     clock = SimpleNamespace(ms=NOW)
     host = GovernorHost(Ledger(broker.client, holder="me"), broker, GovernorConfig(),
                         lambda: Envelope(clock.ms, 1_000, 60_000, 100), clock_ms=lambda: clock.ms)
     stop = threading.Event()
-    stop.set()  # the loop's naps return at once: the test drives it step by step
-    loop = GovernorLoop(SimpleNamespace(host=host), stop)
+    stop.set()  # the loop never waits when idle: the test drives it step by step
+    doorbell = Doorbell(redis_server, max_wait_s=30.0)
+    loop = GovernorLoop(SimpleNamespace(host=host), stop, doorbell)
     loop.clock = clock
+    loop.sender = make_broker(redis_server)        # a worker's broker: its enqueues ring
     yield loop
+    loop.sender.close()
+    doorbell.close()
     broker.client.flushdb()
     broker.close()
 
@@ -128,8 +133,8 @@ def _request(rid: str) -> Message:
 def test_a_message_sent_to_the_idle_governor_wakes_it_at_once(loop, monkeypatch):
     broker = loop.host.broker
     monkeypatch.setattr(governor_loop, "DQ_POLL_S", 30.0)  # nothing else due for half a minute
-    loop.doorbell = Doorbell(broker.client, max_wait_s=30.0)
     loop.step()                                             # takes the lease; nothing to do
+    loop.stop = threading.Event()                           # from now on an idle step waits
     waited = threading.Thread(target=loop.step, daemon=True)
     waited.start()                                          # the queue is empty: it waits on the bell
     for _ in range(2_000):                                  # bounded: until it blocks in BLPOP
@@ -137,23 +142,50 @@ def test_a_message_sent_to_the_idle_governor_wakes_it_at_once(loop, monkeypatch)
             break
         threading.Event().wait(0.001)
     assert waited.is_alive()
-    broker.enqueue(_request("a"))                          # Dramatiq's enqueue rings the bell
+    loop.sender.enqueue(_request("a"))                     # a worker's enqueue rings the bell
     waited.join(5)
     assert not waited.is_alive(), "the bell did not wake the governor"
     loop.step()
     assert len(_ids(broker, "commit")) == 1
-    loop.doorbell.close()
+
+
+def test_an_idle_governor_naps_exactly_until_its_own_wake_when_it_is_close(loop, monkeypatch):
+    naps = []
+    loop.step()
+    loop.stop = SimpleNamespace(is_set=lambda: False, wait=naps.append)
+    loop.host.host["wake_at"] = NOW + 150   # closer than two Redis ticks: BLPOP would be late
+    loop.step()
+    assert naps == [0.15]
 
 
 def test_only_undelayed_messages_for_the_governor_ring_and_the_bell_never_piles_up(loop):
-    broker, bells = loop.host.broker, lambda: loop.host.broker.client.llen(BELL_KEY)
-    broker.enqueue(Message(queue_name="commit", actor_name="keepa_commit", args=("g", {}), kwargs={}, options={}))
-    broker.enqueue(_request("later"), delay=60_000)
+    sender, bells = loop.sender, lambda: loop.sender.client.llen(BELL_KEY)
+    sender.enqueue(Message(queue_name="commit", actor_name="keepa_commit", args=("g", {}), kwargs={}, options={}))
+    sender.enqueue(_request("later"), delay=60_000)
     assert bells() == 0
     for rid in ("a", "b", "c"):
-        broker.enqueue(_request(rid))
+        sender.enqueue(_request(rid))
     assert bells() == 1
-    doorbell = Doorbell(broker.client, max_wait_s=1.0)
-    assert doorbell.wait(1.0) is True and bells() == 0      # waking takes the bell
-    assert doorbell.wait(0.01) is False                     # nothing rang since: it times out
+    assert loop.doorbell.wait(1.0) is True and bells() == 0      # waking takes the bell
+    assert loop.doorbell.wait(0.1) is False                      # nothing rang since: it times out
+
+
+def test_moving_due_delayed_messages_neither_rings_nor_waits_before_the_next_fetch(loop):
+    broker = loop.host.broker
+    Dispatch(broker).send([(_request("later"), 60_000)])
+    loop.step()
+    loop.clock.ms = loop.held[0][0] + 1
+    loop._dq_polled = 0.0
+    waits = []
+    loop.stop = SimpleNamespace(is_set=lambda: False, wait=waits.append)
+    loop.doorbell = SimpleNamespace(wait=waits.append)
+    loop.step()                # due: moved to the governor queue, fetched at once by the next step
+    assert waits == [] and broker.client.llen(BELL_KEY) == 0
+    loop.step()
+    assert len(_ids(broker, "commit")) == 1
+
+
+def test_a_doorbell_that_cannot_reach_redis_naps_instead():
+    doorbell = Doorbell(f"redis://127.0.0.1:{free_port()}/0", max_wait_s=1.0)  # nothing listens there
+    assert doorbell.wait(0.01) is False
     doorbell.close()
