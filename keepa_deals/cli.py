@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from keepa_deals.errors import KeepaDealsError
+from keepa_deals.errors import ConfigError, KeepaDealsError
 
 POLICIES = ("governor", "legacy", "fifo")
 
@@ -47,7 +47,10 @@ def _role(args: argparse.Namespace) -> int:
     if args.command == "governor":
         return processes.run_governor(settings)
     if args.command == "worker":
-        return processes.run_worker(settings, args.threads or processes.WORKER_THREADS)
+        threads = processes.WORKER_THREADS if args.threads is None else args.threads
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        return processes.run_worker(settings, threads)
     return processes.run_scheduler(settings)
 
 

@@ -96,6 +96,7 @@ def _exit_on_sigterm(signum, _frame):
 
 def up() -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    sys.stdout.reconfigure(line_buffering=True)  # its lines reach a log file (or a pipe) as printed
     settings = load_settings()
     env = dict(os.environ)
     started: list[subprocess.Popen] = []

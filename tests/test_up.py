@@ -1,4 +1,5 @@
-"""``keepa-deals up`` (what ``make run`` runs) on the embedded default, from nothing to Ctrl-C.
+"""``keepa-deals up`` (what ``make run`` runs) on the embedded default, from nothing to Ctrl-C; and
+the start-up options of the processes it runs.
 
 Nothing listens on its REDIS_URL and no KEEPA_API_KEY is set, so it must start a local redis-server
 and the embedded Keepa server itself, run the Procfile, ingest deals, and on Ctrl-C (SIGINT to its
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from keepa_deals import stack
 from storage.store import open_store
 from tests.services import free_port
 from tests.stack import wait_for
@@ -24,11 +26,7 @@ BIN = Path(sys.executable).parent
 
 
 def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    return stack._listening("127.0.0.1", port)
 
 
 def _ours(marker: str) -> list[int]:
@@ -80,9 +78,14 @@ def _run_then_ctrl_c(up, log, db_url, redis_url, redis_port, metrics_port, tmp_p
         store.close()
         return stored, keepa_port
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait(10)
+        if up.poll() is None:  # a failed check: stop it as Ctrl-C would, then whatever is left
+            os.killpg(up.pid, signal.SIGINT)
+            try:
+                up.wait(30)
+            except subprocess.TimeoutExpired:
+                up.kill()
+            for pid in _ours(redis_url):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _store(db_url: str):
@@ -99,3 +102,11 @@ def test_a_state_folder_that_cannot_be_made_is_an_error_naming_the_variable(tmp_
     with pytest.raises(ConfigError, match="KEEPA_DEALS_VAR names .*a-file/var"):
         _var_dir({"KEEPA_DEALS_VAR": str(blocker / "var")})
     assert _var_dir({"KEEPA_DEALS_VAR": str(tmp_path / "state")}) == tmp_path / "state"
+
+
+def test_a_worker_with_no_threads_is_refused_at_start_naming_the_option(capsys, monkeypatch, tmp_path):
+    from keepa_deals.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/deals.db")
+    assert main(["worker", "--threads", "0"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
