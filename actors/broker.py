@@ -15,20 +15,31 @@ import os
 
 from dramatiq.brokers.redis import RedisBroker
 
-from actors.doorbell import RingOnEnqueue
+from actors.dispatch import Dispatch
+from actors.doorbell import QUEUE as GOVERNOR_QUEUE
 
 HEARTBEAT_TIMEOUT_MS = 15_000
 MAINTENANCE_CHANCE = 100_000  # out of 1,000,000 commands
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3_600_000
 
 
-def make_broker(redis_url: str, *, ring: bool = True, **overrides) -> RedisBroker:
-    """The broker every process uses; ``ring`` False for the governor itself (see actors.doorbell)."""
+class Broker(RedisBroker):
+    """Dramatiq's Redis broker, but an undelayed message for the governor goes through
+    :class:`actors.dispatch.Dispatch`, whose script also rings the governor's doorbell
+    (:mod:`actors.doorbell`) in the same round trip; the Redis layout is Dramatiq's either way."""
+
+    def enqueue(self, message, *, delay=None):
+        if message.queue_name != GOVERNOR_QUEUE or delay is not None:
+            return super().enqueue(message, delay=delay)
+        if getattr(self, "_to_governor", None) is None:
+            self._to_governor = Dispatch(self)
+        return self._to_governor.send([(message, None)])[0]
+
+
+def make_broker(redis_url: str, **overrides) -> RedisBroker:
     options = {"heartbeat_timeout": HEARTBEAT_TIMEOUT_MS, "maintenance_chance": MAINTENANCE_CHANCE,
                "dead_message_ttl": DEAD_MESSAGE_TTL_MS, **overrides}
-    broker = RedisBroker(url=redis_url, **options)
-    if ring:
-        broker.add_middleware(RingOnEnqueue())  # wakes the governor (see actors.doorbell)
+    broker = Broker(url=redis_url, **options)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from metrics.dramatiq_seconds import DramatiqSeconds
 

@@ -25,23 +25,32 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 
+from actors.doorbell import BELL_KEY
+from actors.doorbell import QUEUE as GOVERNOR_QUEUE
+
 log = logging.getLogger(__name__)
 
 # Sends and acknowledgements in bulk, on Dramatiq's layout: a message is its body in the hash
 # ``<ns>:<queue>.msgs`` and its id on the list ``<ns>:<queue>``; a fetched one also sits in the
 # fetching process's set ``<ns>:__acks__.<broker id>.<queue>`` until acknowledged. An ack removes the
 # body only if the id was still in that set (otherwise maintenance has requeued it: keep it), as
-# Dramatiq's own ack does. The ledger's commit script embeds this function, so the governor's
-# write, its grants and its acknowledgements happen in one atomic step.
-SEND_AND_ACK_LUA = """
+# Dramatiq's own ack does. A message put on the governor's queue also rings its doorbell, in the
+# same script (:mod:`actors.doorbell`). The ledger's commit script embeds this function, so the
+# governor's write, its grants and its acknowledgements happen in one atomic step.
+SEND_AND_ACK_LUA = f"""
 local function send_and_ack(at)
   local ns, worker = ARGV[at], ARGV[at + 1]
   local n_send, n_ack = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local i = at + 4
+  local i, ring = at + 4, false
   for _ = 1, n_send do
     redis.call('HSET', ns .. ':' .. ARGV[i] .. '.msgs', ARGV[i + 1], ARGV[i + 2])
     redis.call('RPUSH', ns .. ':' .. ARGV[i], ARGV[i + 1])
+    ring = ring or ARGV[i] == '{GOVERNOR_QUEUE}'
     i = i + 3
+  end
+  if ring then
+    redis.call('LPUSH', '{BELL_KEY}', '1')
+    redis.call('LTRIM', '{BELL_KEY}', 0, 0)
   end
   for _ = 1, n_ack do
     if redis.call('SREM', ns .. ':__acks__.' .. worker .. '.' .. ARGV[i], ARGV[i + 1]) > 0 then

@@ -1,19 +1,19 @@
-"""The governor's doorbell: a sender rings it after putting a message on the governor's queue, and
-the governor, finding its queue empty, blocks on it instead of polling.
+"""The governor's doorbell: putting a message on the governor's queue rings it, and the governor,
+finding its queue empty, blocks on it instead of polling.
 
 Dramatiq's Redis queues cannot be waited on (a fetch is a Lua script that returns at once), so the
 governor loop used to fetch every millisecond while busy and every 5 ms when idle: 0.13-0.17 of a
 core in the ingest bench, where its own work costs ~0.02, and ~200 fetches a second doing nothing.
 
-Every process's broker carries :class:`RingOnEnqueue` (see :func:`actors.broker.make_broker`): after
-Dramatiq has enqueued a message for the governor, it pushes onto a Redis list (kept to one item).
-The governor, when a fetch finds nothing, waits on the list with ``BLPOP`` and clears it on waking,
-before its next fetch. No wake-up is lost: a bell is always pushed after its message is on the
-queue, so a bell the governor cleared belongs to a message its next fetch finds. A bell for a
-message already fetched costs one empty fetch. Messages that arrive without a bell (delayed ones,
-those Redis maintenance requeues from a dead process) are found by the fetch the governor makes
-when its wait times out (:class:`actors.governor_loop.GovernorLoop` bounds it). The governor's own
-broker does not ring: it only moves messages it will fetch next anyway.
+The bell is a Redis list kept to one item. The script that puts messages on a queue
+(:data:`actors.dispatch.SEND_AND_ACK_LUA`) pushes onto it when one of them is for the governor, in
+the same round trip; :func:`actors.broker.make_broker`'s broker sends every undelayed message for the
+governor through that script. The governor, when a fetch finds nothing, waits on the list with
+``BLPOP``, which takes the bell. No wake-up is lost: a bell is pushed with or after its message, so
+a bell the governor took belongs to a message its next fetch finds. A bell for a message already
+fetched costs one empty fetch. Messages that arrive without a bell (delayed ones, those Redis
+maintenance requeues from a dead process) are found by the fetch the governor makes when its wait
+times out (:class:`actors.governor_loop.GovernorLoop` bounds it).
 
 The bell only saves time: if waiting on it fails (Redis gone), the governor naps instead and its
 next fetch meets the failure, which the loop already handles.
@@ -25,21 +25,11 @@ import logging
 import time
 
 import redis
-from dramatiq import Middleware
 
 log = logging.getLogger(__name__)
 
 BELL_KEY = "keepa-deals:governor:bell"
 QUEUE = "governor"
-
-
-class RingOnEnqueue(Middleware):
-    """Ring the governor's doorbell after each message enqueued for it without a delay."""
-
-    def after_enqueue(self, broker, message, delay):
-        if message.queue_name == QUEUE and not delay:
-            # one bell is enough: the list never grows, even with no governor running to empty it
-            broker.client.pipeline(transaction=False).lpush(BELL_KEY, 1).ltrim(BELL_KEY, 0, 0).execute()
 
 
 class Doorbell:

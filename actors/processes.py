@@ -20,7 +20,6 @@ from dramatiq import Message
 from dramatiq.common import dq_name
 
 from actors.app import setup
-from actors.broker import make_broker
 from actors.ledger import Ledger
 from actors.steps import OUTSTANDING_KEY
 from keepa_deals.settings import Settings
@@ -85,7 +84,7 @@ def run_governor(settings: Settings) -> int:
     stop = _stop_event()
     if not wait_for_redis(settings.redis_url, stop):
         return 0
-    rt = setup(settings, broker=make_broker(settings.redis_url, ring=False), with_host=True)
+    rt = setup(settings, with_host=True)
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
     doorbell = Doorbell(settings.redis_url)
     try:
