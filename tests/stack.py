@@ -114,5 +114,14 @@ class Stack:
     def in_flight_ids(self) -> set[str]:
         return {k.decode() for k in self.redis.hkeys("keepa-deals:governor:inflight")}
 
+    def pending_and_in_flight_ids(self) -> tuple[set[str], set[str]]:
+        """Both at one instant (MULTI/EXEC): read one after the other, a grant in between shows
+        the same request in both."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hkeys("keepa-deals:governor:pending")
+        pipe.hkeys("keepa-deals:governor:inflight")
+        pending, in_flight = pipe.execute()
+        return {k.decode() for k in pending}, {k.decode() for k in in_flight}
+
     def ingested(self) -> int:
         return self.store.deals_ingested()
