@@ -26,13 +26,19 @@ DEAD_MESSAGE_TTL_MS = 7 * 24 * 3_600_000
 class Broker(RedisBroker):
     """Dramatiq's Redis broker, but an undelayed message for the governor goes through
     :class:`actors.dispatch.Dispatch`, whose script also rings the governor's doorbell
-    (:mod:`actors.doorbell`) in the same round trip; the Redis layout is Dramatiq's either way."""
+    (:mod:`actors.doorbell`) in the same round trip. The message, its Redis id, the enqueue
+    middleware and the Redis layout are what Dramatiq's own enqueue gives. Two differences: that
+    script does not refresh the sender's heartbeat (its fetches and acknowledgements do) and does
+    not roll for maintenance (the governor's fetches of its queue do), and a lost connection
+    raises Dramatiq's ConnectionClosed rather than redis-py's ConnectionError."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._to_governor = Dispatch(self)
 
     def enqueue(self, message, *, delay=None):
         if message.queue_name != GOVERNOR_QUEUE or delay is not None:
             return super().enqueue(message, delay=delay)
-        if getattr(self, "_to_governor", None) is None:
-            self._to_governor = Dispatch(self)
         return self._to_governor.send([(message, None)])[0]
 
 

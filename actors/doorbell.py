@@ -35,10 +35,11 @@ QUEUE = "governor"
 class Doorbell:
     """The governor's side: wait for the bell when a fetch found nothing, clear it on waking."""
 
-    def __init__(self, redis_url: str, max_wait_s: float = 1.0):
-        # BLPOP holds its connection for the whole wait: a client of its own, never the broker's,
-        # with a socket timeout longer than the longest wait (TLS and unix sockets as the URL says)
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=max_wait_s + 5.0)
+    def __init__(self, redis_url: str, max_wait_s: float = 0.5):
+        # BLPOP holds its connection for the whole wait: a client of its own, never the broker's
+        # (TLS and unix sockets as the URL says), whose socket timeout outlasts the longest wait by
+        # a second: a half-open connection holds the governor that long at most
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=max_wait_s + 1.0)
         self.max_wait_s = max_wait_s
         self._failing = False
 

@@ -103,14 +103,15 @@ class GovernorLoop:
         if batch or (wake is not None and wake <= now):
             self._apply(batch, now)
         elif not moved and not self.stop.is_set():  # moved ones are on the queue for the next fetch
-            self._idle(now, wake)
+            self._idle(wake)
 
-    def _idle(self, now: int, wake: int | None) -> None:
+    def _idle(self, wake: int | None) -> None:
         """Nothing to apply: wait for the doorbell until the next thing due."""
+        now = self.host.clock_ms()
         timed = [(t - now) / 1000 for t in (wake, self.held[0][0] if self.held else None) if t is not None]
         until_timed = min(timed, default=float("inf"))
         if until_timed < 2 * REDIS_TICK_S:  # BLPOP would time out up to a tick late: nap exactly
-            self.stop.wait(until_timed)
+            self.stop.wait(max(0.0, until_timed))
             return
         until_dq = DQ_POLL_S - (time.monotonic() - self._dq_polled)
         self.doorbell.wait(max(REDIS_TICK_S, min(until_timed - REDIS_TICK_S, until_dq)))

@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 from dramatiq import Message
+from dramatiq.common import current_millis
 
+from actors import doorbell as doorbell_module
 from actors import governor_loop
 from actors.broker import make_broker
 from actors.dispatch import Dispatch
@@ -21,7 +23,7 @@ from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
 from tests.services import free_port
 
-NOW = 1_700_000_000_000
+NOW = current_millis()  # Dramatiq stamps delayed messages on the real clock: the fake one starts there
 
 
 @pytest.fixture
@@ -149,13 +151,25 @@ def test_a_message_sent_to_the_idle_governor_wakes_it_at_once(loop, monkeypatch)
     assert len(_ids(broker, "commit")) == 1
 
 
-def test_an_idle_governor_naps_exactly_until_its_own_wake_when_it_is_close(loop, monkeypatch):
-    naps = []
+def test_an_idle_governor_naps_exactly_until_its_own_wake_when_it_is_close(loop):
+    naps, waits = [], []
     loop.step()
     loop.stop = SimpleNamespace(is_set=lambda: False, wait=naps.append)
+    loop.doorbell = SimpleNamespace(wait=waits.append)
     loop.host.host["wake_at"] = NOW + 150   # closer than two Redis ticks: BLPOP would be late
     loop.step()
-    assert naps == [0.15]
+    assert naps == [0.15] and waits == []
+
+
+def test_an_idle_governor_waits_on_the_bell_until_a_tick_before_its_wake(loop, monkeypatch):
+    monkeypatch.setattr(governor_loop, "DQ_POLL_S", 30.0)  # the delay queue is not due for a while
+    naps, waits = [], []
+    loop.step()
+    loop.stop = SimpleNamespace(is_set=lambda: False, wait=naps.append)
+    loop.doorbell = SimpleNamespace(wait=waits.append)
+    loop.host.host["wake_at"] = NOW + 500
+    loop.step()
+    assert naps == [] and waits == [pytest.approx(0.4)]  # then the exact nap covers the last 0.1 s
 
 
 def test_only_undelayed_messages_for_the_governor_ring_and_the_bell_never_piles_up(loop):
@@ -185,7 +199,9 @@ def test_a_step_that_moved_due_delayed_messages_fetches_again_without_waiting(lo
     assert len(_ids(broker, "commit")) == 1
 
 
-def test_a_doorbell_that_cannot_reach_redis_naps_instead():
+def test_a_doorbell_that_cannot_reach_redis_naps_instead(monkeypatch):
+    naps = []
+    monkeypatch.setattr(doorbell_module.time, "sleep", naps.append)
     doorbell = Doorbell(f"redis://127.0.0.1:{free_port()}/0", max_wait_s=1.0)  # nothing listens there
-    assert doorbell.wait(0.01) is False
+    assert doorbell.wait(0.25) is False and naps == [0.25]
     doorbell.close()
