@@ -58,17 +58,19 @@ def wait_for_redis(url: str, stop: threading.Event) -> bool:
     return False
 
 
-def run_consumer(settings: Settings, queues, threads: int, *, governor: bool = False) -> int:
+WORKER_THREADS = 8   # the worker's default; each thread makes one Keepa call at a time
+
+
+def run_worker(settings: Settings, threads: int | None = None) -> int:
+    """The upsert, peek and commit actors on a Dramatiq worker (``threads``: WORKER_THREADS)."""
+    threads = WORKER_THREADS if threads is None else threads
     stop = _stop_event()
     if not wait_for_redis(settings.redis_url, stop):
         return 0
-    rt = setup(settings, with_host=governor)
-    worker = dramatiq.Worker(rt.broker, queues=set(queues), worker_threads=threads, worker_timeout=100)
+    rt = setup(settings)
+    worker = dramatiq.Worker(rt.broker, queues=set(WORKER_QUEUES), worker_threads=threads, worker_timeout=100)
     worker.start()
-    if governor:  # take the lease now, resynchronise, resend stale grants, schedule the next wake
-        rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
-                                  args=("wake", {}), kwargs={}, options={}))
-    log.info("consuming %s with %d thread(s)", ",".join(sorted(queues)), threads)
+    log.info("consuming %s with %d thread(s)", ",".join(sorted(WORKER_QUEUES)), threads)
     stop.wait()
     log.info("stopping: draining the messages in progress")
     worker.stop(timeout=DRAIN_TIMEOUT_MS)
@@ -93,13 +95,6 @@ def run_governor(settings: Settings) -> int:
         doorbell.close()
         rt.broker.close()
     return 0
-
-
-WORKER_THREADS = 8   # the worker's default; each thread makes one Keepa call at a time
-
-
-def run_worker(settings: Settings, threads: int = WORKER_THREADS) -> int:
-    return run_consumer(settings, WORKER_QUEUES, threads)
 
 
 def delayed_peeks(broker) -> int:
