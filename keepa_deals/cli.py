@@ -47,10 +47,9 @@ def _role(args: argparse.Namespace) -> int:
     if args.command == "governor":
         return processes.run_governor(settings)
     if args.command == "worker":
-        threads = processes.WORKER_THREADS if args.threads is None else args.threads
-        if threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
-        return processes.run_worker(settings, threads)
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        return processes.run_worker(settings, args.threads)
     return processes.run_scheduler(settings)
 
 
