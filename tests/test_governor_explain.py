@@ -1,23 +1,9 @@
 """The governor says why each pending request waits, in numbers, and when it should be granted."""
 
-from governor.config import GovernorConfig
 from governor.explain import explain
 from governor.model import COMMIT, PEEK, UPSERT, Request
 from governor.policy import Governor
-from keepa_api.tokens import Envelope
-
-MINUTE = 60_000
-
-
-def env(tokens_left, *, at=0, rate=5, consumed=0):
-    return Envelope(timestamp_ms=at, tokens_left=tokens_left, refill_in_ms=MINUTE - at % MINUTE,
-                    refill_rate=rate, tokens_consumed=consumed)
-
-
-def synced(balance, *, rate=5, **config):
-    gov = Governor(GovernorConfig(**config))
-    gov.sync(env(balance, rate=rate), 0)
-    return gov
+from tests.test_governor_policy import MINUTE, env, synced
 
 
 def why(gov, now_ms=0):

@@ -22,6 +22,7 @@ from actors.ledger import KEYS, SNAPSHOT_KEY, Ledger
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
 from tests.services import free_port
+from tests.stack import wait_for
 
 NOW = current_millis()  # Dramatiq stamps delayed messages on the real clock: the fake one starts there
 
@@ -46,11 +47,14 @@ def loop(redis_server):
     broker.close()
 
 
+def _request(rid: str, args=None) -> Message:
+    return Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
+                   args=args or ("request", {"id": rid, "cls": "commit", "units": 1,
+                                             "payload": {"asins": ["B000000001"]}}))
+
+
 def _ask(broker, *rids, args=None) -> None:
-    Dispatch(broker).send([(Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
-                                    args=args or ("request", {"id": rid, "cls": "commit", "units": 1,
-                                                              "payload": {"asins": ["B000000001"]}})), None)
-                           for rid in rids])
+    Dispatch(broker).send([(_request(rid, args), None) for rid in rids])
 
 
 def _ids(broker, queue: str) -> list[bytes]:
@@ -127,11 +131,6 @@ def test_a_stopped_loop_gives_its_lease_up_so_the_next_governor_takes_over_at_on
 
 # -- the doorbell ---------------------------------------------------------------------------------
 
-def _request(rid: str) -> Message:
-    return Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
-                   args=("request", {"id": rid, "cls": "commit", "units": 1, "payload": {"asins": ["B000000001"]}}))
-
-
 def test_a_message_sent_to_the_idle_governor_wakes_it_at_once(loop, monkeypatch):
     broker = loop.host.broker
     monkeypatch.setattr(governor_loop, "DQ_POLL_S", 30.0)  # nothing else due for half a minute
@@ -139,10 +138,8 @@ def test_a_message_sent_to_the_idle_governor_wakes_it_at_once(loop, monkeypatch)
     loop.stop = threading.Event()                           # from now on an idle step waits
     waited = threading.Thread(target=loop.step, daemon=True)
     waited.start()                                          # the queue is empty: it waits on the bell
-    for _ in range(2_000):                                  # bounded: until it blocks in BLPOP
-        if any(c.get("cmd", "").lower() == "blpop" for c in broker.client.client_list()):
-            break
-        threading.Event().wait(0.001)
+    wait_for(lambda: any(c.get("cmd", "").lower() == "blpop" for c in broker.client.client_list()), 5,
+             "the governor to block on its doorbell", every_s=0.001)
     assert waited.is_alive()
     loop.sender.enqueue(_request("a"))                     # a worker's enqueue rings the bell
     waited.join(5)
