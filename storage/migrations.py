@@ -4,6 +4,9 @@
 records it, so a crash half-way applies nothing. Several processes may start at once: PostgreSQL
 serialises them on a transaction-scoped advisory lock, SQLite on its write lock (``BEGIN
 IMMEDIATE``); whoever comes second finds the steps recorded and does nothing. Re-running is harmless.
+On a new SQLite file the first connection's switch to WAL can still answer "database is locked" at
+once (7-9 of 200 trials in which four processes started together on a new file);
+:func:`storage.store.open_store`, which every process uses, tries again.
 
 To change the schema, append a step (never edit an applied one) and update :mod:`storage.models` to
 match; ``playhouse.migrate.SchemaMigrator.from_database(db)`` gives the column operations.
