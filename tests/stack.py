@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.2):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(every_s)
+
+
+def read_line(stream, timeout_s: float, what: str) -> str:
+    """The next line of a child's output; fail naming ``what`` after ``timeout_s`` instead of blocking
+    on a child that prints nothing. The reading thread ends when the child's pipe closes."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if not got:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return got[0]
 
 
 class Stack:

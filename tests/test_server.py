@@ -11,6 +11,7 @@ import requests
 from keepa_api.catalogue import Catalogue
 from keepa_api.server import FakeKeepa
 from keepa_api.service import KeepaService
+from tests.stack import read_line
 
 DEAL = ("/deal", {"key": "k", "selection": json.dumps({"priceTypes": [1]})})
 PEEK = ("/product", {"key": "k", "asin": "B000000001,B000000002", "history": "0", "stats": "90"})
@@ -238,7 +239,7 @@ def test_the_cli_prints_its_base_url_first_and_serves_keepa():
     proc = subprocess.Popen([sys.executable, "-m", "keepa_deals.cli", "fake-keepa", "--port", "0",
                              "--seed", "3", "--minute-seconds", "1"], stdout=subprocess.PIPE, text=True)
     try:
-        url = proc.stdout.readline().strip()
+        url = read_line(proc.stdout, 30, "the base URL").strip()
         assert url.startswith("http://127.0.0.1:")
         body = requests.get(url + "/token", params={"key": "k"}, timeout=5).json()
         assert body["refillRate"] == 5 and body["tokensLeft"] == 300 and body["refillIn"] <= 1000
