@@ -1,4 +1,4 @@
-"""What a simulation measures, and the report (DESIGN.md section 6) it prints."""
+"""What a simulation measures, and the report (docs/scenarios.md) it prints."""
 
 from __future__ import annotations
 
@@ -110,6 +110,9 @@ class RunStats:
                 "wait_total_s": round(sum(waits) / 1000, 1),
                 "rejected": len(self.rejections[cls]),
             }
+        ingested = sim.store.deals_ingested()
+        queued = set(sim.store.candidates)
+        pages_used = sum(1 for news in sim.page_news if any(sim.feed.asin(i) not in queued for i in news))
         return {
             "scenario": sim.sc.name,
             "policy": policy.name,
@@ -124,7 +127,11 @@ class RunStats:
             "deals_seen": sim.store.deals_stored(),
             "asins_peeked": self.asins_peeked,
             "asins_committed": self.asins_committed,
-            "deals_ingested": sim.store.deals_ingested(),
+            "deals_screened_out": len(sim.store.screened_out),
+            "deals_ingested": ingested,
+            "tokens_per_deal": round(bucket.spent_total / ingested, 2) if ingested else None,
+            "pages_bought": sim.pages_bought,
+            "pages_unused": sim.pages_bought - pages_used,
             "by_class": by_class,
             "longest_stall_minutes": round(self.longest_stall_ms / 60_000, 2),
             "feed_freshness_p99_s": round(percentile(self.fresh_ms, 99) / 1000, 1),
@@ -135,6 +142,7 @@ class RunStats:
             "restarts": self.restarts,
             "commits_lost_in_memory": self.lost_in_memory,
             "rogue_tokens_spent": keepa.rogue_spent,
+            "rogue_calls_refused": keepa.rogue_refused,
             "largest_call_cost": self.largest_call,
             "largest_granted_cost": max((max(c) for c in (sim.feed.commit_cost, sim.feed.peek_cost) if c),
                                         default=0),

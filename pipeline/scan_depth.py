@@ -1,0 +1,64 @@
+"""Scan on demand: how many feed pages a scan reads, newest first.
+
+A scan reads page 0, 1, ... newest first and stops at the watermark, at a short page or at Keepa's
+10,000-deal limit. With a backlog deeper than the tokens can work through, reading on to the
+watermark buys pages (5 tokens each) whose deals nobody will ever peek: by the next scan newer deals
+have arrived, and they come first. So a scan reads only as deep as the pipeline can consume before
+the next scan: the tokens it will have by then (the balance plus the refill over the scan interval,
+at least a full bucket), divided by what one feed deal costs downstream (its peek, and its commit when viable), less the
+candidates already queued, with some headroom so the pipeline never runs dry. When the queue alone
+covers that, no scan is needed, except for freshness: Keepa lists a deal only while it was updated in
+the last 12 hours, so at least one page is read every ``freshness`` interval whatever the queue.
+
+One set of pure functions for the simulator (:mod:`simulator.run`) and, later, the actors.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+
+from pipeline.watermark import MAX_PAGES, PAGE_SIZE
+
+#: what a feed deal is assumed to cost downstream before any has been worked through: one peek,
+#: the least it can cost, so the first scans read deep rather than shallow
+PRIOR_TOKENS_PER_FEED_DEAL = 1.0
+HEADROOM = 1.5
+#: the longest the feed goes unread (the cadence's longest interval; Keepa drops a deal 12 h after
+#: its last update)
+FRESHNESS_INTERVAL_MS = 6 * 3_600_000
+
+
+def tokens_until_next_scan(*, balance: float, refill_per_minute: float, interval_ms: int, cap: float) -> float:
+    """The tokens the pipeline should have work for until the next scan: the balance plus the
+    refill over the interval, and never less than a full bucket (``cap``, an hour of refill): a
+    scan that leaves less work queued than a full bucket can spend lets refills overflow the cap
+    with nothing to do, and a deal skipped now is behind the watermark for good."""
+    return max(balance + refill_per_minute * interval_ms / 60_000, cap)
+
+
+def tokens_per_feed_deal(*, downstream_tokens: float, deals_resolved: int,
+                         prior: float = PRIOR_TOKENS_PER_FEED_DEAL) -> float:
+    """What one deal read from the feed has cost the pipeline so far: tokens spent on peeks and
+    commits over the new deals worked through (peeked, committed, screened out, or already known);
+    ``prior`` until a deal has been."""
+    if deals_resolved <= 0 or downstream_tokens <= 0:
+        return prior
+    return downstream_tokens / deals_resolved
+
+
+def scan_depth_pages(*, tokens_available: float, tokens_per_deal: float, queued: int, freshness_due: bool,
+                     page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES, headroom: float = HEADROOM) -> int:
+    """Pages the next scan reads at most (0: no scan is needed now).
+
+    ``tokens_available`` until the next scan, ``tokens_per_deal`` downstream, ``queued`` candidates
+    waiting already; ``freshness_due`` when the feed has not been read for the freshness interval.
+    """
+    if tokens_per_deal <= 0:
+        raise ValueError(f"tokens_per_deal must be positive, got {tokens_per_deal}")
+    if page_size < 1 or max_pages < 1:
+        raise ValueError("page_size and max_pages must be >= 1")
+    wanted = headroom * max(0.0, tokens_available) / tokens_per_deal - queued
+    pages = ceil(wanted / page_size) if wanted > 0 else 0
+    if freshness_due:
+        pages = max(pages, 1)
+    return min(pages, max_pages)
