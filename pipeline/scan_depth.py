@@ -4,11 +4,14 @@ A scan reads page 0, 1, ... newest first and stops at the watermark, at a short 
 10,000-deal limit. With a backlog deeper than the tokens can work through, reading on to the
 watermark buys pages (5 tokens each) whose deals nobody will ever peek: by the next scan newer deals
 have arrived, and they come first. So a scan reads only as deep as the pipeline can consume before
-the next scan: the tokens it will have by then (the balance plus the refill over the scan interval,
+the next scan (when the feed lists deals faster than the refill can consume them; else every deal
+read will be used, and the scan reads on to the watermark): the tokens it will have by then (the balance plus the refill over the scan interval,
 at least a full bucket), divided by what one feed deal costs downstream (its peek, and its commit when viable), less the
 candidates already queued, with some headroom so the pipeline never runs dry. When the queue alone
-covers that, no scan is needed, except for freshness: Keepa lists a deal only while it was updated in
-the last 12 hours, so at least one page is read every ``freshness`` interval whatever the queue.
+covers that, no scan is needed now: a page read then would wait behind the queue (candidates are
+worked through in the order they were first seen) and, on a plan that never catches up, never be
+used. Freshness is served by reading newest first: every scan starts at page 0, and the depth is
+judged again after every page, as the pipeline learns what a feed deal costs it.
 
 One set of pure functions for the simulator (:mod:`simulator.run`) and, later, the actors.
 """
@@ -23,9 +26,6 @@ from pipeline.watermark import MAX_PAGES, PAGE_SIZE
 #: the least it can cost, so the first scans read deep rather than shallow
 PRIOR_TOKENS_PER_FEED_DEAL = 1.0
 HEADROOM = 1.5
-#: the longest the feed goes unread (the cadence's longest interval; Keepa drops a deal 12 h after
-#: its last update)
-FRESHNESS_INTERVAL_MS = 6 * 3_600_000
 
 
 def tokens_until_next_scan(*, balance: float, refill_per_minute: float, interval_ms: int, cap: float) -> float:
@@ -46,19 +46,30 @@ def tokens_per_feed_deal(*, downstream_tokens: float, deals_resolved: int,
     return downstream_tokens / deals_resolved
 
 
-def scan_depth_pages(*, tokens_available: float, tokens_per_deal: float, queued: int, freshness_due: bool,
-                     page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES, headroom: float = HEADROOM) -> int:
-    """Pages the next scan reads at most (0: no scan is needed now).
+def feed_deals_per_hour(page_times_ms: list[int]) -> float | None:
+    """How densely the feed lists deals, from one page's deal times (None: too few to tell)."""
+    if len(page_times_ms) < 2:
+        return None
+    span_ms = max(page_times_ms) - min(page_times_ms)
+    return None if span_ms <= 0 else (len(page_times_ms) - 1) * 3_600_000 / span_ms
+
+
+def scan_depth_pages(*, tokens_available: float, tokens_per_deal: float, queued: int, refill_per_minute: float, feed_per_hour: float | None, page_size: int = PAGE_SIZE,
+                     max_pages: int = MAX_PAGES, headroom: float = HEADROOM) -> int:
+    """Pages still worth reading, from the next page on (0: none now).
 
     ``tokens_available`` until the next scan, ``tokens_per_deal`` downstream, ``queued`` candidates
-    waiting already; ``freshness_due`` when the feed has not been read for the freshness interval.
+    waiting already (those of this scan's pages included).
+    ``feed_per_hour`` is how densely the feed lists deals (:func:`feed_deals_per_hour`; None while
+    unknown). When the refill consumes deals at least as fast as the feed lists them, every deal read
+    will be used, and a deal skipped now would be lost: the scan reads on to the watermark.
     """
     if tokens_per_deal <= 0:
         raise ValueError(f"tokens_per_deal must be positive, got {tokens_per_deal}")
     if page_size < 1 or max_pages < 1:
         raise ValueError("page_size and max_pages must be >= 1")
+    if feed_per_hour is not None and refill_per_minute * 60 / tokens_per_deal >= feed_per_hour:
+        return max_pages
     wanted = headroom * max(0.0, tokens_available) / tokens_per_deal - queued
     pages = ceil(wanted / page_size) if wanted > 0 else 0
-    if freshness_due:
-        pages = max(pages, 1)
     return min(pages, max_pages)

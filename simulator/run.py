@@ -24,8 +24,7 @@ from governor.model import COMMIT, PEEK, UPSERT, Request
 from keepa_api.tokens import merge_envelopes
 from pipeline import batching
 from pipeline.cadence import scan_due, upsert_interval_ms
-from pipeline.scan_depth import (FRESHNESS_INTERVAL_MS, scan_depth_pages, tokens_per_feed_deal,
-                                 tokens_until_next_scan)
+from pipeline.scan_depth import feed_deals_per_hour, scan_depth_pages, tokens_per_feed_deal, tokens_until_next_scan
 from pipeline.commit import commit_record
 from pipeline.screen import screen
 from pipeline.verdict import peek_verdict
@@ -126,6 +125,7 @@ class Simulation:
         self._records: dict = {}
         self.scan_dirty = False
         self.last_scan_ms: int | None = None
+        self.feed_per_hour: float | None = None  # how densely the feed lists deals (its first page)
         self.scan_limit = MAX_PAGES            # pages the current scan may read (scan on demand)
         self.pages_bought = 0                  # feed pages Keepa charged for
         self.page_news: list[list[int]] = []   # per page stored: the new candidates it brought
@@ -236,9 +236,8 @@ class Simulation:
         queued = len(self.store.candidates)
         per_deal = tokens_per_feed_deal(downstream_tokens=self.stats.tokens[PEEK] + self.stats.tokens[COMMIT],
                                         deals_resolved=self.store.deals_stored() - queued)
-        fresh = self.last_scan_ms is None or self.now - self.last_scan_ms >= FRESHNESS_INTERVAL_MS
         return scan_depth_pages(tokens_available=available, tokens_per_deal=per_deal, queued=queued,
-                                freshness_due=fresh)
+                                refill_per_minute=rate, feed_per_hour=self.feed_per_hour)
 
     def _retry(self, payload) -> None:
         what, work, epoch = payload
@@ -396,7 +395,13 @@ class Simulation:
                 if deal_ms >= 0:
                     self.stats.on_fresh(self.now - deal_ms)
         self.page_news.append(news)
-        watermark, more = store.watermark.advance(times, max_pages=min(MAX_PAGES, self.scan_limit))
+        if self.cfg.on_demand:
+            # judged again after every page: what the pipeline learnt a deal costs, how densely the
+            # feed lists deals (its newest page), what is queued now
+            if store.watermark.next_page == 0:
+                self.feed_per_hour = feed_deals_per_hour(times) or self.feed_per_hour
+            self.scan_limit = min(MAX_PAGES, store.watermark.next_page + 1 + self._scan_depth())
+        watermark, more = store.watermark.advance(times, max_pages=self.scan_limit)
         if not self.cfg.ratchet and store.candidates:
             # the old rule: a run that could not process every deal it found is "incomplete" and
             # may not move the watermark; the next run starts again at page 0
