@@ -255,8 +255,8 @@ class Simulation:
         units = work.pages if work.kind == UPSERT else len(work.batch) or 1
         req = Request(work.rid, work.kind, units, self.now, cost, continues=work.kind == UPSERT)
         self.waiting[req.id] = work
-        self.stats.on_request(work.kind)
         rejection = self.policy.request(req, self.now)
+        self.stats.on_request(work.kind, self.policy.pending(work.kind))
         if rejection is not None:
             self._rejected(self.waiting.pop(req.id), rejection.reason)
 

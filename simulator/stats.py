@@ -18,6 +18,7 @@ class RunStats:
     def __init__(self, start_tokens: int):
         self.start_tokens = start_tokens
         self.requests = dict.fromkeys(CLASSES, 0)
+        self.queued_max = dict.fromkeys(CLASSES, 0)  # most requests of a class pending at once
         self.grants = dict.fromkeys(CLASSES, 0)
         self.tokens = dict.fromkeys(CLASSES, 0)
         self.waits_ms = {c: [] for c in CLASSES}
@@ -43,8 +44,11 @@ class RunStats:
         if balance < self.min_balance:
             self.min_balance = balance
 
-    def on_request(self, cls: str) -> None:
+    def on_request(self, cls: str, pending: int = 1) -> None:
+        """A request of ``cls`` was made; ``pending`` of its class wait now, itself included."""
         self.requests[cls] += 1
+        if pending > self.queued_max[cls]:
+            self.queued_max[cls] = pending
 
     def on_reject(self, cls: str, reason: str) -> None:
         self.rejections[cls].append(reason)
@@ -109,6 +113,7 @@ class RunStats:
                 "wait_max_s": round(max(waits, default=0) / 1000, 3),
                 "wait_total_s": round(sum(waits) / 1000, 1),
                 "rejected": len(self.rejections[cls]),
+                "queued_max": self.queued_max[cls],
             }
         ingested = sim.store.deals_ingested()
         queued = set(sim.store.candidates)
