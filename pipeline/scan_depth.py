@@ -3,15 +3,16 @@
 A scan reads page 0, 1, ... newest first and stops at the watermark, at a short page or at Keepa's
 10,000-deal limit. With a backlog deeper than the tokens can work through, reading on to the
 watermark buys pages (5 tokens each) whose deals nobody will ever peek: by the next scan newer deals
-have arrived, and they come first. So a scan reads only as deep as the pipeline can consume before
-the next scan (when the feed lists deals faster than the refill can consume them; else every deal
-read will be used, and the scan reads on to the watermark): the tokens it will have by then (the balance plus the refill over the scan interval,
-at least a full bucket), divided by what one feed deal costs downstream (its peek, and its commit when viable), less the
-candidates already queued, with some headroom so the pipeline never runs dry. When the queue alone
-covers that, no scan is needed now: a page read then would wait behind the queue (candidates are
-worked through in the order they were first seen) and, on a plan that never catches up, never be
-used. Freshness is served by reading newest first: every scan starts at page 0, and the depth is
-judged again after every page, as the pipeline learns what a feed deal costs it.
+have arrived, and they come first. So when the feed lists deals faster than the refill can consume
+them, a scan reads only as deep as the pipeline can consume before the next scan: the tokens it will
+have by then (the balance plus the refill over the scan interval, at least a full bucket), divided
+by what one feed deal costs downstream (its peek, and its commit when viable), less the candidates
+already queued, with some headroom so the pipeline never runs dry. When the refill keeps up with the
+feed, every deal read will be used, and the scan reads on to the watermark. When the queue alone
+covers the tokens to come, no scan is needed now: a page read then would wait behind the queue
+(candidates are worked through in the order they were first seen) and, on a plan that never catches
+up, never be used. Freshness is served by reading newest first: every scan starts at page 0, and the
+depth is judged again after every page, as the pipeline learns what a feed deal costs it.
 
 One set of pure functions for the simulator (:mod:`simulator.run`) and, later, the actors.
 """
@@ -54,8 +55,9 @@ def feed_deals_per_hour(page_times_ms: list[int]) -> float | None:
     return None if span_ms <= 0 else (len(page_times_ms) - 1) * 3_600_000 / span_ms
 
 
-def scan_depth_pages(*, tokens_available: float, tokens_per_deal: float, queued: int, refill_per_minute: float, feed_per_hour: float | None, page_size: int = PAGE_SIZE,
-                     max_pages: int = MAX_PAGES, headroom: float = HEADROOM) -> int:
+def scan_depth_pages(*, tokens_available: float, tokens_per_deal: float, queued: int, refill_per_minute: float,
+                     feed_per_hour: float | None, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES,
+                     headroom: float = HEADROOM) -> int:
     """Pages still worth reading, from the next page on (0: none now).
 
     ``tokens_available`` until the next scan, ``tokens_per_deal`` downstream, ``queued`` candidates

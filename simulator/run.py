@@ -24,8 +24,8 @@ from governor.model import COMMIT, PEEK, UPSERT, Request
 from keepa_api.tokens import merge_envelopes
 from pipeline import batching
 from pipeline.cadence import scan_due, upsert_interval_ms
-from pipeline.scan_depth import feed_deals_per_hour, scan_depth_pages, tokens_per_feed_deal, tokens_until_next_scan
 from pipeline.commit import commit_record
+from pipeline.scan_depth import feed_deals_per_hour, scan_depth_pages, tokens_per_feed_deal, tokens_until_next_scan
 from pipeline.screen import screen
 from pipeline.verdict import peek_verdict
 from pipeline.watermark import MAX_PAGES

@@ -47,8 +47,8 @@ _TOP = {"name", "minutes", "seed", "plan", "costs", "feed", "faults"}
 _SECTIONS = {
     "plan": {"refill_per_minute", "max_tokens", "start_tokens"},
     "costs": {"deal_page": 5, "peek": 1, "commit": 20},
-    "feed": {"backlog": 400, "new_per_hour": 60, "screen_pass_fraction": 1.0, "viable_fraction": 0.1, "known_fraction": 0.0,
-             "order_noise": 0.0},
+    "feed": {"backlog": 400, "new_per_hour": 60, "screen_pass_fraction": 1.0, "viable_fraction": 0.1,
+             "known_fraction": 0.0, "order_noise": 0.0},
     "faults": {"restart_every_minutes": 0, "rogue_tokens_per_minute": 0, "error_rate": 0.0},
 }
 

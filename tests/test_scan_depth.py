@@ -2,8 +2,13 @@
 
 import pytest
 
-from pipeline.scan_depth import (PRIOR_TOKENS_PER_FEED_DEAL, feed_deals_per_hour, scan_depth_pages,
-                                 tokens_per_feed_deal, tokens_until_next_scan)
+from pipeline.scan_depth import (
+    PRIOR_TOKENS_PER_FEED_DEAL,
+    feed_deals_per_hour,
+    scan_depth_pages,
+    tokens_per_feed_deal,
+    tokens_until_next_scan,
+)
 from pipeline.watermark import MAX_PAGES
 
 HOUR_MS = 3_600_000
