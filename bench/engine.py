@@ -57,7 +57,7 @@ def _run(name: str, scenario) -> dict:
 
 def scenario_table() -> None:
     columns = (*POLICIES, RECHARGE)
-    print(f"{'scenario':22} {'bound':>8} | " + " | ".join(f"{p:>16}" for p in columns)
+    print(f"{'scenario':23} {'bound':>8} | " + " | ".join(f"{p:>16}" for p in columns)
           + " | gov: peers bound lost-waiting books min-bal waits<=bound final-bal wall-s")
     details = []
     for path in sorted(glob.glob(str(SCENARIOS / "*.json"))):
@@ -73,23 +73,23 @@ def scenario_table() -> None:
         gov = reports["governor"]
         best_peer = max(reports["fifo"]["deals_ingested"], reports["legacy"]["deals_ingested"])
         peers_ok = gov["deals_ingested"] >= PEER_TOLERANCE * best_peer
-        token_bound = limits["tokens_buy"] < limits["supply"]
+        token_bound = 0 < limits["tokens_buy"] < limits["supply"]
         bound_ok = "-" if not token_bound else ("ok" if gov["deals_ingested"] >= BOUND_SHARE * bound else "LOW")
         # Keepa takes a call at any positive balance, so the floor holds if no more than one call's
         # charge (a batch of ASINs: its whole charge) went below zero
         floor_ok = gov["min_balance"] >= min(-gov["largest_call_cost"], scenario.start_tokens)
-        print(f"{scenario.name[:22]:22} {bound:>8} | " + " | ".join(cells)
+        print(f"{scenario.name[:23]:23} {bound:>8} | " + " | ".join(cells)
               + f" | {'ok' if peers_ok else 'BEHIND':>6} {bound_ok:>5} {gov['tokens_lost_at_cap_while_waiting']:>4}"
               f" {'ok' if _books(gov) else 'OFF':>5} {gov['min_balance']:>6}{'' if floor_ok else '!'}"
               f" {'yes' if _bounds_met(gov, scenario) else 'NO':>5} {gov['final_balance']:>9}"
               f" {gov['wall_seconds']:>6.2f}")
         details.append((scenario.name, reports))
     print()
-    print(f"{'scenario (governor)':22} {'tok/deal':>8} {'upsert':>8} {'peek':>8} {'commit':>8} "
+    print(f"{'scenario (governor)':23} {'tok/deal':>8} {'upsert':>8} {'peek':>8} {'commit':>8} "
           f"{'screened':>8} {'pages':>6} {'unused':>6} | {'fifo tok/deal':>13} {'legacy tok/deal':>15}")
     for name, reports in details:
         gov, tokens = reports["governor"], reports["governor"]["by_class"]
-        print(f"{name[:22]:22} {_per_deal(gov):>8} {tokens['upsert']['tokens']:>8} {tokens['peek']['tokens']:>8} "
+        print(f"{name[:23]:23} {_per_deal(gov):>8} {tokens['upsert']['tokens']:>8} {tokens['peek']['tokens']:>8} "
               f"{tokens['commit']['tokens']:>8} {gov['deals_screened_out']:>8} {gov['pages_bought']:>6} "
               f"{gov['pages_unused']:>6} | {_per_deal(reports['fifo']):>13} {_per_deal(reports['legacy']):>15}")
 

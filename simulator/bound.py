@@ -9,6 +9,9 @@ The bound is the smaller of two numbers:
   what a rogue consumer takes), divided by what one ingested deal costs at best: its commit, the
   peeks spent to find one viable deal among those that pass the screen, and its share of the feed
   pages of a server-filtered feed (150 deals a page, of which the viable, unknown ones).
+
+A failed call (HTTP 500) costs no token, only time, so errors leave the bound as it is, except that
+a Keepa that fails every call (``error_rate`` 1) lets nothing through: the bound is then 0.
 """
 
 from __future__ import annotations
@@ -40,4 +43,6 @@ def ingest_bound(scenario: Scenario) -> dict:
         buy = max(0.0, tokens / per_deal)
     else:
         buy = 0.0
+    if scenario.error_rate >= 1:
+        supply, buy = 0, 0.0
     return {"supply": supply, "tokens_buy": round(buy, 1), "bound": round(min(supply, buy), 1)}
