@@ -121,6 +121,16 @@ def screen_figure() -> None:
               f"{per_token['screen+filter'] / per_token['screen off']:.2f}x")
 
 
+def scan_figure() -> None:
+    """Scan on demand against every scan read to the watermark, on the deep-backlog 5/min day."""
+    scenario = load_scenario(SCENARIOS / "day-5-saturated.json")
+    for variant, on_demand in (("on demand", True), ("to the watermark", False)):
+        policy, pipeline = make("governor", scenario)
+        report = Simulation(scenario, policy, dataclasses.replace(pipeline, on_demand=on_demand)).run()
+        print(f"scan {scenario.name} {variant:16}: {report['pages_bought']:>3} pages bought, "
+              f"{report['pages_unused']} unused, {report['deals_ingested']} deals ingested")
+
+
 def recharge_figure(seeds: int = 5) -> None:
     """Burst mode on (below 10/min) against off, over a simulated week on the 5/min plan: the
     scenario's own seed and the next ones, each run both ways one after the other."""
@@ -196,6 +206,7 @@ def memory_growth() -> None:
 def main() -> None:
     scenario_table()
     screen_figure()
+    scan_figure()
     recharge_figure()
     simulation_speed()
     policy_speed()
