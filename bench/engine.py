@@ -86,12 +86,13 @@ def scenario_table() -> None:
         details.append((scenario.name, reports))
     print()
     print(f"{'scenario (governor)':23} {'tok/deal':>8} {'upsert':>8} {'peek':>8} {'commit':>8} "
-          f"{'screened':>8} {'pages':>6} {'unused':>6} | {'fifo tok/deal':>13} {'legacy tok/deal':>15}")
+          f"{'screened':>8} {'pages':>6} {'unused':>6} {'pending':>7} | {'fifo tok/deal':>13} {'legacy tok/deal':>15}")
     for name, reports in details:
         gov, tokens = reports["governor"], reports["governor"]["by_class"]
         print(f"{name[:23]:23} {_per_deal(gov):>8} {tokens['upsert']['tokens']:>8} {tokens['peek']['tokens']:>8} "
               f"{tokens['commit']['tokens']:>8} {gov['deals_screened_out']:>8} {gov['pages_bought']:>6} "
-              f"{gov['pages_unused']:>6} | {_per_deal(reports['fifo']):>13} {_per_deal(reports['legacy']):>15}")
+              f"{gov['pages_unused']:>6} {gov['pages_pending']:>7} | {_per_deal(reports['fifo']):>13}"
+              f" {_per_deal(reports['legacy']):>15}")
 
 
 def _per_deal(report: dict) -> str:
@@ -128,7 +129,8 @@ def scan_figure() -> None:
         policy, pipeline = make("governor", scenario)
         report = Simulation(scenario, policy, dataclasses.replace(pipeline, on_demand=on_demand)).run()
         print(f"scan {scenario.name} {variant:16}: {report['pages_bought']:>3} pages bought, "
-              f"{report['pages_unused']} unused, {report['deals_ingested']} deals ingested")
+              f"{report['pages_unused']} unused, {report['pages_pending']} with deals still waiting, "
+              f"{report['deals_ingested']} deals ingested")
 
 
 def recharge_figure(seeds: int = 5) -> None:

@@ -55,23 +55,32 @@ def feed_deals_per_hour(page_times_ms: list[int]) -> float | None:
     return None if span_ms <= 0 else (len(page_times_ms) - 1) * 3_600_000 / span_ms
 
 
+def refill_keeps_up(*, refill_per_minute: float, tokens_per_deal: float, feed_per_hour: float | None) -> bool:
+    """Whether the refill consumes deals at least as fast as the feed lists them (False while the
+    feed's density is unknown)."""
+    return feed_per_hour is not None and refill_per_minute * 60 / tokens_per_deal >= feed_per_hour
+
+
 def scan_depth_pages(*, tokens_available: float, tokens_per_deal: float, queued: int, refill_per_minute: float,
-                     feed_per_hour: float | None, page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES,
-                     headroom: float = HEADROOM) -> int:
+                     feed_per_hour: float | None, scanning: bool, page_size: int = PAGE_SIZE,
+                     max_pages: int = MAX_PAGES, headroom: float = HEADROOM) -> int:
     """Pages still worth reading, from the next page on (0: none now).
 
     ``tokens_available`` until the next scan, ``tokens_per_deal`` downstream, ``queued`` candidates
-    waiting already (those of this scan's pages included).
-    ``feed_per_hour`` is how densely the feed lists deals (:func:`feed_deals_per_hour`; None while
-    unknown). When the refill consumes deals at least as fast as the feed lists them, every deal read
-    will be used, and a deal skipped now would be lost: the scan reads on to the watermark.
+    waiting already (those of this scan's pages included); ``feed_per_hour`` is how densely the feed
+    lists deals (:func:`feed_deals_per_hour`; None while unknown); ``scanning``: a scan is under way
+    (else one would start). When the refill keeps up with the feed, every deal read will be used and
+    a deal skipped would be behind the watermark for good, so a scan under way reads on to the
+    watermark, and one starts as soon as the queue no longer covers the tokens to come.
     """
     if tokens_per_deal <= 0:
         raise ValueError(f"tokens_per_deal must be positive, got {tokens_per_deal}")
     if page_size < 1 or max_pages < 1:
         raise ValueError("page_size and max_pages must be >= 1")
-    if feed_per_hour is not None and refill_per_minute * 60 / tokens_per_deal >= feed_per_hour:
-        return max_pages
     wanted = headroom * max(0.0, tokens_available) / tokens_per_deal - queued
-    pages = ceil(wanted / page_size) if wanted > 0 else 0
-    return min(pages, max_pages)
+    pages = min(ceil(wanted / page_size), max_pages) if wanted > 0 else 0
+    keeps_up = refill_keeps_up(refill_per_minute=refill_per_minute, tokens_per_deal=tokens_per_deal,
+                               feed_per_hour=feed_per_hour)
+    if keeps_up and (scanning or pages > 0):
+        return max_pages
+    return pages

@@ -128,7 +128,7 @@ class Simulation:
         self.feed_per_hour: float | None = None  # how densely the feed lists deals (its first page)
         self.scan_limit = MAX_PAGES            # pages the current scan may read (scan on demand)
         self.pages_bought = 0                  # feed pages Keepa charged for
-        self.page_news: list[list[int]] = []   # per page stored: the new candidates it brought
+        self.page_news: list[list[int]] = []   # per page stored: the new deals it brought to work on
         self.rogue_owed = 0                    # the rogue's calls not yet taken by Keepa
         self.rogue_retry_ms: int | None = None # when its refused call is tried again
 
@@ -218,7 +218,7 @@ class Simulation:
             else:
                 due = self.last_scan_ms is None or self.now - self.last_scan_ms >= self.cfg.cadence * MINUTE_MS
             if due:
-                self.scan_limit = self._scan_depth() if self.cfg.on_demand else MAX_PAGES
+                self.scan_limit = self._scan_depth(scanning=False) if self.cfg.on_demand else MAX_PAGES
                 if self.scan_limit == 0:
                     return  # the queue covers what the tokens can do until the next scan
                 self.scan_active = True
@@ -226,8 +226,8 @@ class Simulation:
                 self.last_scan_ms = self.now
                 self._ask_pages(self.store.watermark.next_page, self.scans)
 
-    def _scan_depth(self) -> int:
-        """How deep this scan reads: what the pipeline can consume before the next scan."""
+    def _scan_depth(self, *, scanning: bool) -> int:
+        """How many more pages this scan reads: what the pipeline can consume before the next scan."""
         rate = self._rate()
         interval_ms = upsert_interval_ms(refill_per_minute=rate, page_cost=self.sc.deal_page_cost[1],
                                          budget_fraction=self.cfg.budget_fraction)
@@ -237,7 +237,7 @@ class Simulation:
         per_deal = tokens_per_feed_deal(downstream_tokens=self.stats.tokens[PEEK] + self.stats.tokens[COMMIT],
                                         deals_resolved=self.store.deals_stored() - queued)
         return scan_depth_pages(tokens_available=available, tokens_per_deal=per_deal, queued=queued,
-                                refill_per_minute=rate, feed_per_hour=self.feed_per_hour)
+                                refill_per_minute=rate, feed_per_hour=self.feed_per_hour, scanning=scanning)
 
     def _retry(self, payload) -> None:
         what, work, epoch = payload
@@ -391,7 +391,8 @@ class Simulation:
             else:
                 first = store.upsert_deal(asin, deal_ms)
             if first:
-                news.append(index)
+                if asin not in store.known:  # a known deal gets a light update only: no work
+                    news.append(index)
                 if deal_ms >= 0:
                     self.stats.on_fresh(self.now - deal_ms)
         self.page_news.append(news)
@@ -400,7 +401,7 @@ class Simulation:
             # feed lists deals (its newest page), what is queued now
             if store.watermark.next_page == 0:
                 self.feed_per_hour = feed_deals_per_hour(times) or self.feed_per_hour
-            self.scan_limit = min(MAX_PAGES, store.watermark.next_page + 1 + self._scan_depth())
+            self.scan_limit = min(MAX_PAGES, store.watermark.next_page + 1 + self._scan_depth(scanning=True))
         watermark, more = store.watermark.advance(times, max_pages=self.scan_limit)
         if not self.cfg.ratchet and store.candidates:
             # the old rule: a run that could not process every deal it found is "incomplete" and

@@ -117,7 +117,11 @@ class RunStats:
             }
         ingested = sim.store.deals_ingested()
         queued = set(sim.store.candidates)
-        pages_used = sum(1 for news in sim.page_news if any(sim.feed.asin(i) not in queued for i in news))
+        pages_used = pages_pending = 0
+        for news in sim.page_news:
+            waiting = sum(1 for i in news if sim.feed.asin(i) in queued)
+            pages_used += waiting < len(news)
+            pages_pending += 0 < waiting == len(news)
         return {
             "scenario": sim.sc.name,
             "policy": policy.name,
@@ -136,7 +140,8 @@ class RunStats:
             "deals_ingested": ingested,
             "tokens_per_deal": round(bucket.spent_total / ingested, 2) if ingested else None,
             "pages_bought": sim.pages_bought,
-            "pages_unused": sim.pages_bought - pages_used,
+            "pages_unused": sim.pages_bought - pages_used - pages_pending,
+            "pages_pending": pages_pending,
             "by_class": by_class,
             "longest_stall_minutes": round(self.longest_stall_ms / 60_000, 2),
             "feed_freshness_p99_s": round(percentile(self.fresh_ms, 99) / 1000, 1),

@@ -5,6 +5,7 @@ import pytest
 from pipeline.scan_depth import (
     PRIOR_TOKENS_PER_FEED_DEAL,
     feed_deals_per_hour,
+    refill_keeps_up,
     scan_depth_pages,
     tokens_per_feed_deal,
     tokens_until_next_scan,
@@ -16,7 +17,7 @@ HOUR_MS = 3_600_000
 
 def depth(**changes):
     args = {"tokens_available": 300, "tokens_per_deal": 2.0, "queued": 0, "refill_per_minute": 5,
-            "feed_per_hour": 1_000.0, "headroom": 1.0}
+            "feed_per_hour": 1_000.0, "headroom": 1.0, "scanning": False}
     args.update(changes)
     return scan_depth_pages(**args)
 
@@ -44,12 +45,17 @@ def test_a_deep_read_stops_at_keepas_10000_deal_limit():
     assert depth(tokens_available=10**9) == MAX_PAGES
 
 
-def test_a_refill_that_keeps_up_with_the_feed_reads_on_to_the_watermark():
+def test_a_scan_under_way_reads_on_to_the_watermark_when_the_refill_keeps_up_with_the_feed():
     # 5 a minute at 2 tokens a deal consumes 150 deals an hour: a feed listing fewer is read whole,
     # since every deal read will be used and a deal skipped is behind the watermark for good
-    assert depth(feed_per_hour=150.0, queued=10**6) == MAX_PAGES
-    assert depth(feed_per_hour=151.0, queued=10**6) == 0
-    assert depth(feed_per_hour=None, queued=10**6) == 0  # unknown density: the token rule alone
+    assert depth(feed_per_hour=150.0, queued=10**6, scanning=True) == MAX_PAGES
+    assert depth(feed_per_hour=151.0, queued=10**6, scanning=True) == 0
+    assert depth(feed_per_hour=None, queued=10**6, scanning=True) == 0  # unknown density: tokens alone
+
+
+def test_no_scan_starts_while_the_queue_covers_the_tokens_to_come_even_when_the_refill_keeps_up():
+    assert depth(feed_per_hour=100.0, queued=150) == 0
+    assert depth(feed_per_hour=100.0, queued=149) == MAX_PAGES
 
 
 def test_the_tokens_until_the_next_scan_are_never_fewer_than_a_full_bucket():
@@ -71,3 +77,9 @@ def test_the_feeds_density_comes_from_one_pages_deal_times():
 def test_a_cost_per_deal_of_zero_is_refused_by_name():
     with pytest.raises(ValueError, match="tokens_per_deal"):
         depth(tokens_per_deal=0)
+
+
+def test_the_refill_keeps_up_when_it_consumes_deals_as_fast_as_the_feed_lists_them():
+    assert refill_keeps_up(refill_per_minute=5, tokens_per_deal=2.0, feed_per_hour=150.0)
+    assert not refill_keeps_up(refill_per_minute=5, tokens_per_deal=2.0, feed_per_hour=150.5)
+    assert not refill_keeps_up(refill_per_minute=10**6, tokens_per_deal=1.0, feed_per_hour=None)
