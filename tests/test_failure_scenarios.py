@@ -1,4 +1,4 @@
-"""Every failure of the old system (DESIGN.md section 3), replayed: it happens under the old
+"""Every failure of the old system (one scenario each in bench/scenarios, f01-f11), replayed: it happens under the old
 system's settings of the day the seed describes, and not under the governor."""
 
 from pathlib import Path
