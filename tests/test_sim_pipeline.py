@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from simulator.bound import ingest_bound
 from simulator.feed import Feed
 from simulator.report import make
 from simulator.run import Simulation
@@ -112,7 +113,10 @@ FAST = sorted(p.stem for p in SCENARIOS.glob("*.json")
 
 
 @pytest.mark.parametrize("name", FAST)
-def test_the_governor_ingests_at_least_99_percent_of_the_best_peer(name):
+def test_the_governor_ingests_at_least_99_percent_of_the_best_peer_and_97_of_a_token_bound(name):
     sc = scenario(name)
     ingested = {policy: run(sc, policy)[0]["deals_ingested"] for policy in POLICIES}
     assert ingested["governor"] >= 0.99 * max(ingested["fifo"], ingested["legacy"]), ingested
+    limits = ingest_bound(sc)
+    if 0 < limits["tokens_buy"] < limits["supply"]:
+        assert ingested["governor"] >= 0.97 * limits["bound"], (ingested, limits)
