@@ -255,3 +255,40 @@ def test_a_worker_with_no_threads_is_refused_at_start_naming_the_option(capsys, 
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/deals.db")
     assert main(["worker", "--threads", "0"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+PROGRESS = re.compile(r"^\d\d:\d\d:\d\d progress \| "
+                      r"deals (\d+) stored(?: \(([+-]\d+)\))?, (\d+) ingested(?: \(([+-]\d+)\))? "
+                      r"\| (?:tokens -?\d+ \(\+\d+/min(?:, recharging)?\) \| pending upsert \d+, commit \d+, peek \d+ "
+                      r"\| (?:nothing waits|(?:upsert|commit|peek) waits \(.+\): .+)|governor: no state in Redis yet)$")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc to find leftover processes")
+def test_up_prints_progress_lines_through_a_pipe_while_it_runs_with_deal_counts_that_change(tmp_path):
+    """Read as `keepa-deals up | cat` would, while it runs: lines arrive as printed, not at exit."""
+    reader, writer = os.pipe()
+    stack_ = _Up(tmp_path, writer, extra=("--progress-seconds", "0.5"))
+    os.close(writer)
+    pending, lines = b"", []
+    try:
+        deadline = time.monotonic() + 90
+        while not any(m.group(2) and int(m.group(2)) > 0 for m in lines):  # deals stored went up between lines
+            assert time.monotonic() < deadline, f"no progress line with more deals stored within 90 s: {lines}"
+            if select.select([reader], [], [], 0.2)[0]:
+                pending += os.read(reader, 65536)
+                *complete, pending = pending.split(b"\n")
+                # a read that failed (the database locked while the workers create it) says so on its line
+                said = [raw.decode() for raw in complete if b" progress | " in raw and b" | unavailable: " not in raw]
+                lines += [PROGRESS.match(line) for line in said]
+                assert all(lines), f"a progress line does not read as promised: {said}"
+        assert stack_.proc.poll() is None  # printed while running
+        for before, after in zip(lines, lines[1:], strict=False):  # each change is the difference from the line before
+            if after.group(2) is not None:
+                assert int(after.group(2)) == int(after.group(1)) - int(before.group(1))
+                assert int(after.group(4)) == int(after.group(3)) - int(before.group(3))
+        assert lines[0].group(2) is None and len(lines) >= 2
+    finally:
+        os.killpg(stack_.proc.pid, signal.SIGINT)
+        stack_.proc.wait(30)
+        os.close(reader)
+        stack_.kill_leftovers()
