@@ -57,6 +57,7 @@ def guard(port: int, redis_argv: list[str]) -> int:
         if proc.poll() is not None:
             log.error("redis-server exited by itself with %s", proc.returncode)
             return 1
+    log.info("stopping redis-server once the stack's clients have gone (at most %.0f s)", CLIENTS_GRACE_S)
     left = wait_for_clients_to_leave(port)
     if left:
         log.warning("stopping redis-server with %d client(s) still connected", left)

@@ -257,6 +257,34 @@ def test_a_worker_with_no_threads_is_refused_at_start_naming_the_option(capsys, 
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
 
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc to find leftover processes")
+def test_after_up_is_sigkilled_the_next_up_on_the_same_redis_and_data_is_not_refused(tmp_path):
+    """No live marker or governor lease is left in Redis's saved data to refuse the next start."""
+    with open(tmp_path / "up.log", "w+") as log:
+        first = _Up(tmp_path, log, extra=("--progress-seconds", "0"))
+        try:
+            first.wait_until_ingesting()
+            log.seek(0)
+            ports = first.ports(log.read())
+            os.kill(first.proc.pid, signal.SIGKILL)
+            first.seconds_until_all_gone(ports, time.monotonic())
+        finally:
+            first.kill_leftovers()
+    with open(tmp_path / "again.log", "w+") as log:
+        again = subprocess.Popen([str(BIN / "keepa-deals"), "up", "--progress-seconds", "0"], env=first.env,
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        said = lambda: Path(log.name).read_text()  # noqa: E731
+        try:
+            wait_for(lambda: "took the lease" in said() or again.poll() is not None, 60, "a governor leading again")
+            assert again.poll() is None and "already running" not in said(), said()
+        finally:
+            os.killpg(again.pid, signal.SIGINT)
+            again.wait(30)
+            for pid in _ours(first.redis_url):
+                os.kill(pid, signal.SIGKILL)
+
+
 PROGRESS = re.compile(r"^\d\d:\d\d:\d\d progress \| "
                       r"deals (\d+) stored(?: \(([+-]\d+)\))?, (\d+) ingested(?: \(([+-]\d+)\))? "
                       r"\| (?:tokens -?\d+ \(\+\d+/min(?:, recharging)?\) \| pending upsert \d+, commit \d+, peek \d+ "
