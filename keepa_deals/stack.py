@@ -225,7 +225,7 @@ def up(progress_s: float = PROGRESS_S) -> int:
         honcho = subprocess.Popen([str(honcho_bin), "-d", str(ROOT), "-f", str(ROOT / "Procfile"), "start"], env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   start_new_session=True, preexec_fn=die_with_parent())
-        # threads only from here on: a child with a parent-death signal must be forked by the main thread
+        # no thread may fork: the parent-death signal follows the thread that forked (here, the main one)
         threading.Thread(target=_relay, args=(honcho.stdout, screen), name="relay", daemon=True).start()
         progress = None
         if progress_s > 0:
