@@ -35,6 +35,8 @@ DEPLOY = ROOT / "deploy" / "prometheus"
 RULES = DEPLOY / "keepa-deals.rules.yml"
 STALL = "KeepaDealsStalled"
 JOB = re.search(r"job_name: (\S+)", (DEPLOY / "prometheus.yml").read_text()).group(1)   # as deployed
+STALL_SERIES = ("keepa_feed_last_scan_timestamp_seconds", "keepa_feed_scan_interval_seconds",
+                "keepa_scheduler_last_tick_timestamp_seconds", "keepa_candidate_oldest_claim_age_seconds")
 REQUIRED = ("keepa_tokens_balance", "keepa_recharge_active", "keepa_deals_ingested_per_minute",
             "keepa_deals_ingested_total")
 
@@ -101,6 +103,15 @@ def test_the_running_stack_serves_metrics_that_promtool_accepts(stack):
     assert value["keepa_deals_ingested_total"] >= stored_before
     assert value["keepa_deals_ingested_per_minute"] > 0          # every deal is younger than the 5-minute window
     assert "keepa_dramatiq_messages_total" in found, "the workers' Dramatiq metrics are not merged in"
+    # the stall series (issue 13), from the running processes: the scheduler ticks every Keepa minute
+    # (0.5 s here) and a scan stored a page before the first deal; the plan is 20/min, so the interval
+    # is 12.5 Keepa minutes; the claims of peeks in progress are seconds old
+    stall = {name: found[name][0][1] for name in STALL_SERIES}
+    scraped_s = time.time()
+    assert 0 <= scraped_s - stall["keepa_scheduler_last_tick_timestamp_seconds"] < 30, stall
+    assert 0 < stall["keepa_feed_last_scan_timestamp_seconds"] <= scraped_s, stall
+    assert stall["keepa_feed_scan_interval_seconds"] == 12.5 * float(stack.env["KEEPA_MINUTE_SECONDS"]), stall
+    assert 0 <= stall["keepa_candidate_oldest_claim_age_seconds"] < 60, stall
 
 
 # -- a real Prometheus -----------------------------------------------------------------------------
