@@ -43,6 +43,7 @@ class GovernorHost:
         self.host: dict = {}
         self.waits = WaitHistogram()
         self._snapshot_ms = 0
+        self._lease_ms = 0          # when (host clock) this process last renewed or took the lease
         self._outbox: list[tuple[Message, int | None]] = []   # (message, delay ms) sent with the write
 
     # -- leadership and state -------------------------------------------------------------------
@@ -61,10 +62,24 @@ class GovernorHost:
                  self.ledger.holder[:8], self.gov.pending(), len(self.gov.in_flight), self.gov.balance)
 
     def begin(self, now: int) -> bool:
-        """Make sure this process leads and holds the state; False means stand by."""
-        if self.gov is None:  # leading already: the fenced commit renews the lease, no separate call
+        """Make sure this process leads and holds the state; False means stand by.
+
+        A leader renews its lease every third of it, whether or not it has anything to write (an idle
+        governor writes only when woken, once a minute or less, and a 30 s lease would pass to the
+        standby between wakes). If the lease ran out meanwhile, the state is dropped and taken over
+        again from Redis, since another governor may have written in between."""
+        renewal_due = not 0 <= now - self._lease_ms < self.ledger.lease_ms // 3   # or the clock went back
+        if self.gov is not None and renewal_due:
+            if self.ledger.renew():
+                self._lease_ms = now
+            else:
+                log.warning("governor %s lost its lease (%s holds it); reloading",
+                            self.ledger.holder[:8], self.ledger.leader())
+                self.forget()
+        if self.gov is None:
             if not self.ledger.acquire():
                 return False
+            self._lease_ms = now
             self._take_over(now)
         return True
 
@@ -190,6 +205,7 @@ class GovernorHost:
             self.forget()
             log.info("governor %s lost the lease: %s holds it", self.ledger.holder[:8], self.ledger.leader())
             return False  # lost the lease mid-message: nothing was written, sent or acknowledged
+        self._lease_ms = now  # the commit renewed the lease
         if doc is not None:
             self._snapshot_ms = now
         self._outbox = []
