@@ -59,7 +59,9 @@ class GovernorHost:
                                                "wake_at": None, "resent_ms": {}})
         self.waits = WaitHistogram.from_json(self.host.get("waits", {}))
         self.host["leader_since_ms"] = now
-        self.keepa_clock = ClockOffset(self.host.get("clock_readings", ()))
+        # readings start afresh with each take-over: the clock they were taken on may have been
+        # stepped since (or been another host's); the /token call is the first reading
+        self.keepa_clock = ClockOffset()
         envelope = self.token_source()
         self._observe_clock(self.clock_ms(), envelope)
         self.gov.sync(envelope, now)
@@ -178,7 +180,6 @@ class GovernorHost:
         """One reading of how far this host's clock is ahead of Keepa's (see governor.clock); the
         policy then reckons refills on Keepa's clock."""
         self.gov.clock_offset_ms = self.keepa_clock.observe(received_ms, envelope.timestamp_ms)
-        self.host["clock_readings"] = self.keepa_clock.to_json()
 
     def _wake(self, body, now, ops) -> None:
         if self.host.get("wake_at") is not None and self.host["wake_at"] <= now:

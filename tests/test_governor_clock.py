@@ -97,10 +97,10 @@ def skewed_loop(redis_server):
     bucket whose next refill comes 40 s after Keepa's now."""
     broker = make_broker(redis_server)
     broker.client.flushdb()
-    clock = SimpleNamespace(ms=current_millis())
+    clock = SimpleNamespace(ms=current_millis(), skew_ms=SKEW_MS)
     keepa = TokenBucket(5, start_tokens=0, start_ms=clock.ms - SKEW_MS - 20_000)   # refill due in 40 s
     host = GovernorHost(Ledger(broker.client, holder="me"), broker, GovernorConfig(recharge="off"),
-                        lambda: keepa.envelope(clock.ms - SKEW_MS), clock_ms=lambda: clock.ms)
+                        lambda: keepa.envelope(clock.ms - clock.skew_ms), clock_ms=lambda: clock.ms)
     stop = threading.Event()
     stop.set()
     doorbell = Doorbell(redis_server, max_wait_s=1.0)
@@ -143,12 +143,23 @@ def test_each_settle_is_a_reading_of_the_offset_taken_when_the_worker_read_the_a
     envelope = s.keepa.envelope(s.clock.ms - SKEW_MS).to_json()
     settle = {"grant_id": "unknown", "endpoint": "peek", "outcome": "ok", "envelope": envelope}
     host.apply("settle", {**settle, "received_ms": envelope["timestamp"] + SKEW_MS + 900}, s.clock.ms, _no_ops())
-    assert host.host["clock_readings"] == [SKEW_MS, SKEW_MS + 900]
+    assert host.keepa_clock.to_json() == [SKEW_MS, SKEW_MS + 900]     # the /token call, then this settle
     assert host.gov.clock_offset_ms == SKEW_MS
     host.apply("settle", {**settle, "received_ms": envelope["timestamp"] + SKEW_MS - 5}, s.clock.ms, _no_ops())
     assert host.gov.clock_offset_ms == SKEW_MS - 5                # the tighter reading wins
     with pytest.raises(MalformedMessage, match="received_ms must be an integer"):
         host.apply("settle", {**settle, "received_ms": "soon"}, s.clock.ms, _no_ops())
+
+
+def test_a_governor_taking_over_measures_the_offset_afresh(skewed_loop):
+    """Readings are not inherited: the host clock may have been stepped since they were taken."""
+    s = skewed_loop
+    s.loop.step()
+    assert s.loop.host.gov.clock_offset_ms == SKEW_MS
+    s.loop.host.forget()                                   # as after losing the lease, or a restart
+    s.clock.skew_ms = 45_000                               # the host clock was stepped 15 s ahead since
+    s.loop.step()
+    assert s.loop.host.gov.clock_offset_ms == 45_000
 
 
 def _no_ops() -> Ops:
