@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from tests.stack import Stack, wait_for
-from tests.test_prometheus_live import Prometheus, rule_block, squeeze, start_stack
+from tests.stack import wait_for
+from tests.test_prometheus_live import Prometheus, rule_block, squeeze, stack_and_prometheus, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +70,7 @@ def alert(prom: Prometheus, name: str, states=("pending", "firing")) -> dict | N
 
 def test_a_real_prometheus_pages_for_a_dead_scheduler_and_the_frozen_feed_it_leaves(tmp_path):
     rules_text, exprs = shortened_rules()
-    stack = Stack(tmp_path)
-    prom = None
-    try:
-        prom = Prometheus(tmp_path, f"127.0.0.1:{stack.env['METRICS_PORT']}", rules_text)
+    with stack_and_prometheus(tmp_path, rules_text) as (stack, prom):
         start_stack(stack)
         prom.start()
         for name, expr in exprs.items():
@@ -114,13 +111,3 @@ def test_a_real_prometheus_pages_for_a_dead_scheduler_and_the_frozen_feed_it_lea
             assert not active["result"], f"{name} was active while the scheduler ticked: {active}"
         print(f"dead scheduler paged within {fired_after_s[SCHEDULER_DEAD]:.1f} s, "
               f"frozen feed within {fired_after_s[FEED_STOPPED]:.1f} s of the kill")
-    except BaseException:
-        if prom is not None:
-            print("prometheus log:\n" + prom.log())
-        raise
-    finally:
-        try:
-            if prom is not None:
-                prom.stop()
-        finally:
-            stack.close()
