@@ -8,6 +8,9 @@ a fake Keepa whose clock is 30 s behind.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -173,7 +176,7 @@ def test_the_stack_on_a_host_clock_30_s_ahead_of_keepa_gets_no_429(tmp_path):
     """The embedded server stamps its envelopes (and reckons its refills) 30 s behind this host, and
     starts with an empty bucket, so every grant waits for a refill: with Keepa minutes of 0.5 s, a
     governor reckoning refills on the host clock would see 60 refills that Keepa has not made."""
-    from tests.stack import Stack, wait_for
+    from tests.stack import ROOT, Stack, wait_for
 
     stack = Stack(tmp_path, epoch_ms=current_millis() - SKEW_MS, start_tokens=0)
     try:
@@ -185,5 +188,8 @@ def test_the_stack_on_a_host_clock_30_s_ahead_of_keepa_gets_no_429(tmp_path):
         snap = wait_for(lambda: (s := stack.snapshot()) and s.get("keepa_clock_offset_ms") and s, 30,
                         "a snapshot with the measured offset")
         assert SKEW_MS <= snap["keepa_clock_offset_ms"] < SKEW_MS + 2_000, snap["keepa_clock_offset_ms"]
+        status = subprocess.run([sys.executable, "-m", "keepa_deals.cli", "status", "--json"], cwd=ROOT,
+                                env=stack.env, capture_output=True, text=True, timeout=60)
+        assert SKEW_MS <= json.loads(status.stdout)["keepa_clock_offset_ms"] < SKEW_MS + 2_000, status.stdout
     finally:
         stack.close()
