@@ -40,17 +40,19 @@ return left
 
 
 class Waits:
-    """The loop's stop event and doorbell: records how long a step asked to wait instead of waiting."""
+    """The loop's stop event or doorbell: records how long a step asked to wait instead of waiting
+    (a doorbell waits at most ``max_wait_s``, as the real one does)."""
 
-    def __init__(self):
+    def __init__(self, max_wait_s: float = float("inf")):
         self.asked_s = 0.0
+        self.max_wait_s = max_wait_s
         self.stopped = threading.Event()
 
     def is_set(self) -> bool:
         return self.stopped.is_set()
 
     def wait(self, timeout_s: float) -> bool:
-        self.asked_s = min(timeout_s, DOORBELL_MAX_WAIT_S) if self.doorbell else timeout_s
+        self.asked_s = min(timeout_s, self.max_wait_s)
         return False
 
 
@@ -73,9 +75,8 @@ class Simulation:
         clock = self.clock
         host = GovernorHost(Ledger(broker.client, holder=name), broker, GovernorConfig(),
                             lambda: Envelope(clock.ms, 1_000, 60_000, 20), clock_ms=lambda: clock.ms)
-        stop, bell = Waits(), Waits()
-        stop.doorbell, bell.doorbell = False, True
-        return GovernorLoop(SimpleNamespace(host=host), stop, bell, monotonic=lambda: clock.ms / 1000)
+        return GovernorLoop(SimpleNamespace(host=host), Waits(), Waits(DOORBELL_MAX_WAIT_S),
+                            monotonic=lambda: clock.ms / 1000)
 
     def _advance(self, to_ms: int) -> None:
         passed = to_ms - self.clock.ms
