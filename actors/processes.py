@@ -24,6 +24,7 @@ from actors.ledger import Ledger
 from actors.steps import OUTSTANDING_KEY
 from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
+from metrics.stalls import SCHEDULER_TICK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def scheduler_tick(rt, now_ms: int) -> bool:
     # the governor schedules its own wakes; this nudge only covers a wake lost with a killed process
     rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),
                               kwargs={}, options={}))
+    rt.redis.set(SCHEDULER_TICK_KEY, now_ms)   # a tick that ran to the end: the dead-scheduler alert reads it
     return True
 
 

@@ -50,8 +50,11 @@ class Steps:
                                       "payload": payload})
 
     def settle(self, grant_id: str, endpoint: str, outcome: str, envelope=None, message: str = "") -> None:
+        # received_ms: when this host read the answer (a little later: after storing it), which the
+        # governor sets against Keepa's timestamp to learn how far the clocks differ (governor.clock)
         self._to_governor("settle", {"grant_id": grant_id, "endpoint": endpoint, "outcome": outcome,
-                                     "envelope": envelope_to(envelope), "message": message})
+                                     "envelope": envelope_to(envelope), "message": message,
+                                     "received_ms": self.rt.clock_ms()})
 
     def _failed(self, grant_id: str, endpoint: str, exc: KeepaError) -> str:
         outcome = _outcome(exc)

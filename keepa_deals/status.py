@@ -50,6 +50,7 @@ def document(snap: dict | None, store, now: int) -> dict:
         "recharge_high": recharge.get("high"),
         "pending": pending,
         "last_grant_ms": (snap or {}).get("last_grant_ms"),
+        "keepa_clock_offset_ms": (snap or {}).get("keepa_clock_offset_ms"),   # this host's clock less Keepa's
         "last_error": (snap or {}).get("last_error"),
         "deals_stored": store.deals_stored(),
         "deals_ingested": store.deals_ingested(),

@@ -244,6 +244,23 @@ class Store:
         return L.select().where(L.state == NEW).count()
 
     @_guarded
+    def feed_last_scan_ms(self) -> int | None:
+        """When (this system's clock) a feed scan last stored a page: a scan writes the watermark row
+        after every page it reads, whether the page held anything new or not, the page that ends the
+        scan included. None before the first page. The stall alerts tell "scans stopped" from "scans
+        run and find nothing new" by it."""
+        W = self._t.WatermarkRow
+        return W.select(W.updated_ms).where(W.id == WATERMARK_ID).scalar()
+
+    @_guarded
+    def oldest_claim_ms(self) -> int | None:
+        """When the oldest candidate still claimed for a peek (state ``peeking``) was claimed; None if
+        no candidate is claimed. A claim lives for one peek call; the scheduler returns those of a
+        crashed worker after ten Keepa minutes, so an old one means claims are stuck."""
+        L = self._t.LightDeal
+        return L.select(peewee.fn.MIN(L.claimed_ms)).where(L.state == PEEKING).scalar()
+
+    @_guarded
     def watermark_age_ms(self, now_ms: int) -> int | None:
         """How long ago (``now_ms`` on this system's clock) a scan last moved the watermark; None
         before the first scan ends. Not ``now_ms - mark_ms``: the mark is a deal time on Keepa's
