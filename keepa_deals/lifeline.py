@@ -122,7 +122,9 @@ def output_closed(fd: int) -> bool:
 def started_by(up_pid: int) -> list[int]:
     """Processes still alive whose environment says ``up_pid`` started them (Linux ``/proc``)."""
     needle = f"{UP_PID_VARIABLE}={up_pid}\0".encode()
-    found = []
+    found: list[int] = []
+    if not Path("/proc").is_dir():  # not Linux: the watches above are all there is
+        return found
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == up_pid:
             continue
