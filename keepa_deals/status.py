@@ -15,12 +15,18 @@ from keepa_deals.settings import Settings
 HOUR_MS = 3_600_000
 
 
-def collect(settings: Settings, now_ms: int | None = None, store=None) -> dict:
+def collect(settings: Settings, now_ms: int | None = None, store=None, client: redis.Redis | None = None) -> dict:
+    """The status document: the governor's snapshot read from Redis (``client``, default a new one
+    on REDIS_URL) and the counts of ``store`` (default: the database DATABASE_URL names)."""
     from storage.store import open_store
 
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    snap = Ledger(redis.Redis.from_url(settings.redis_url)).read_snapshot()
-    store = store or open_store(settings.database_url)
+    snap = Ledger(client or redis.Redis.from_url(settings.redis_url)).read_snapshot()
+    return document(snap, store or open_store(settings.database_url), now)
+
+
+def document(snap: dict | None, store, now: int) -> dict:
+    """The status document from a governor snapshot (None: no governor state yet) and a store."""
     explanations = (snap or {}).get("explanations", [])
     pending = {}
     for cls in CLASSES:

@@ -23,6 +23,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from keepa_deals.lifeline import stop_on_signals
 from metrics.families import INGEST_WINDOW_MINUTES, DatabaseCounts, families
 from metrics.stalls import StallReadings, read_database, read_scheduler_tick, stall_families
 
@@ -180,10 +181,10 @@ def serve(settings, store_factory: Callable[[object], CountStore] | None = None)
     ``store_factory(settings)`` builds the store (default: ``storage.store.open_store(DATABASE_URL)``).
     """
     store = (store_factory or _default_store)(settings)
-    stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda _signum, _frame: stop.set())
+        stop = stop_on_signals((signal.SIGTERM, signal.SIGINT))  # safe when several arrive at once
+    else:
+        stop = threading.Event()
     exporter = start(settings, store)
     try:
         stop.wait()
