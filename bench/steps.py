@@ -45,6 +45,7 @@ class _Runtime:
     """What :class:`actors.steps.Steps` reads from the worker's runtime, on a plentiful plan."""
 
     minute_ms = 60_000
+    screen_query = screen_deals = True
 
     def __init__(self, redis_url: str, database_url: str, keepa_url: str):
         import redis

@@ -44,9 +44,10 @@ class SentMessages:
 
 
 class Runtime:
-    def __init__(self, redis_client, store, client=None, rate=0, pool=None):
+    def __init__(self, redis_client, store, client=None, rate=0, pool=None, screen_query=True, screen_deals=True):
         self.broker, self.redis, self.store, self.client = SentMessages(), redis_client, store, client
         self.rule, self.rate, self.pool = ViabilityRule(), rate, pool
+        self.screen_query, self.screen_deals = screen_query, screen_deals
         self.minute_ms = 60_000
 
     def clock_ms(self):
@@ -149,8 +150,9 @@ class TestScan:
     """A grant of several feed pages: read at once, stored in page order, the cursor saved after each."""
 
     @pytest.fixture
-    def feed(self):  # 1,000 deals: pages 0-5 full, page 6 short, page 7 empty
-        server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, backlog=1_000, new_per_minute=0))
+    def feed(self):  # 1,000 deals, all passing the deal query's ranges: pages 0-5 full, page 6 short, page 7 empty
+        catalogue = Catalogue(3, backlog=1_000, new_per_minute=0, screen_pass_fraction=1.0)
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=catalogue)
         client = KeepaClient("test-key", base_url=server.start(), timeout_s=5)
         pool = ThreadPoolExecutor(batching.MAX_SCAN_PAGES)
         yield client, pool
@@ -396,7 +398,8 @@ class TestScan:
 class TestPeekAndCommit:
     @pytest.fixture
     def keepa(self):
-        server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, viable_fraction=1.0))
+        every_deal_viable = Catalogue(3, screen_pass_fraction=1.0, viable_fraction=1.0)
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=every_deal_viable)
         url = server.start()
         client = KeepaClient("test-key", base_url=url, timeout_s=5)
         yield server, client
