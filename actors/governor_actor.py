@@ -23,6 +23,7 @@ from governor.config import GovernorConfig
 from governor.model import CLASSES, Request
 from governor.persist import core_to_json, grant_to_json, request_to_json, restore
 from governor.snapshot import WaitHistogram, snapshot
+from governor.spend import SpendWindow
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class GovernorHost:
         self.payloads: dict[str, dict] = {}
         self.host: dict = {}
         self.waits = WaitHistogram()
+        self.spend = SpendWindow()
         self._snapshot_ms = 0
         self._outbox: list[tuple[Message, int | None]] = []   # (message, delay ms) sent with the write
 
@@ -55,6 +57,7 @@ class GovernorHost:
         self.host = (core or {}).get("host", {"seq": 0, "calls_total": {}, "last_error": None,
                                                "wake_at": None, "resent_ms": {}})
         self.waits = WaitHistogram.from_json(self.host.get("waits", {}))
+        self.spend = SpendWindow.from_json(self.host.get("spent_by_minute"))
         self.host["leader_since_ms"] = now
         self.gov.sync(self.token_source(), now)
         log.info("governor %s took the lease: %d pending, %d in flight, balance %s",
@@ -138,6 +141,8 @@ class GovernorHost:
             if envelope:
                 self.gov.sync(envelope, now)
             return
+        if envelope:
+            self.spend.add(now, envelope.tokens_consumed)
         calls = self.host.setdefault("calls_total", {}).setdefault(endpoint, {})
         calls[outcome] = calls.get(outcome, 0) + 1
         if outcome != "ok":
@@ -183,6 +188,7 @@ class GovernorHost:
             outbox.append((Message(queue_name="governor", actor_name="keepa_governor",
                                    args=("wake", {"at_ms": wake}), kwargs={}, options={}), max(1, wake - now)))
         self.host["waits"] = self.waits.to_json()
+        self.host["spent_by_minute"] = self.spend.to_json()
         ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
         doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS else None
         box = self.dispatch.outbox(outbox, acks)
@@ -215,6 +221,7 @@ class GovernorHost:
         doc["leader"] = {"id": self.ledger.holder, "since_ms": self.host.get("leader_since_ms")}
         doc["calls_total"] = self.host.get("calls_total", {})
         doc["last_error"] = self.host.get("last_error")
+        doc["tokens_spent_by_minute"] = self.spend.to_json()
         return doc
 
     def write_snapshot(self, now: int) -> None:

@@ -23,6 +23,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from governor.spend import window_start_ms
 from metrics.families import INGEST_WINDOW_MINUTES, DatabaseCounts, families
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class CountStore(Protocol):
     def last_ingested_ms(self) -> int | None: ...
     def candidates_waiting(self) -> int: ...
     def watermark_age_ms(self, now_ms: int) -> int | None: ...
+    def deals_screened_out(self) -> int: ...
 
 
 def wall_clock_ms() -> int:
@@ -68,6 +70,8 @@ def read_counts(store: CountStore, now_ms: int) -> DatabaseCounts:
         last_ingested_ms=store.last_ingested_ms(),
         candidates_waiting=int(store.candidates_waiting()),
         watermark_age_ms=store.watermark_age_ms(now_ms),
+        deals_ingested_last_hour=int(store.deals_ingested_since(window_start_ms(now_ms))),
+        deals_screened_out=int(store.deals_screened_out()),
     )
 
 
