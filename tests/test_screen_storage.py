@@ -9,31 +9,15 @@ import pytest
 from keepa_deals.errors import StorageError
 from storage.db import open_database
 from storage.migrations import STEPS, migrate, schema_version
-from storage.models import bind_models
-from storage.store import Store, open_store
+from storage.store import Store
+from tests import test_storage
+from tests.test_storage import light
+
+database_url, store = test_storage.database_url, test_storage.store  # the fixtures: SQLite and PostgreSQL
 
 pytestmark = pytest.mark.integration
 
 OLD_STATES = "'new', 'peeking', 'rejected', 'viable', 'committed'"   # the CHECK list before step 4
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/deals.db"
-    return request.getfixturevalue("postgres_database")
-
-
-@pytest.fixture
-def store(database_url):
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
-
-
-def light(store: Store, asin: str) -> dict:
-    t = bind_models(store.db)
-    return t.LightDeal.select().where(t.LightDeal.asin == asin).dicts().get()
 
 
 def a_version_3_database(url: str) -> peewee.Database:
@@ -64,15 +48,15 @@ def test_step_4_keeps_every_light_record_and_lets_a_deal_be_screened(database_ur
 
     migrate(db)
     assert schema_version(db) >= 4
-    store = Store(db)
-    row = light(store, "B000000001")
+    migrated = Store(db)
+    row = light(migrated, "B000000001")
     assert (row["state"], row["reason"], row["first_seen_ms"]) == ("rejected", "drop 3.0% below the rule", 2000)
-    store.upsert_deals([("B000000002", 1_000, "screened: drop 2.0% below the 20.0% rule")], 4_000)
-    assert light(store, "B000000002")["state"] == "screened"
+    migrated.upsert_deals([("B000000002", 1_000, "screened: drop 2.0% below the 20.0% rule")], 4_000)
+    assert light(migrated, "B000000002")["state"] == "screened"
     with pytest.raises(peewee.IntegrityError), db.atomic():  # the constraint still stands for anything else
         db.execute_sql("UPDATE light_deal SET state = 'lost' WHERE asin = 'B000000001'")
-    assert store.take_candidates(10, 5_000) == []  # the index is back: the claim query runs on it
-    store.close()
+    assert migrated.take_candidates(10, 5_000) == []  # the index is back: the claim query runs on it
+    migrated.close()
 
 
 def test_a_screened_out_deal_is_stored_with_its_reason_and_never_claimed(store):
