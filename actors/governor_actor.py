@@ -24,6 +24,7 @@ from governor.config import GovernorConfig
 from governor.model import CLASSES, Request
 from governor.persist import core_to_json, grant_to_json, request_to_json, restore
 from governor.snapshot import WaitHistogram, snapshot
+from governor.spend import SpendWindow
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class GovernorHost:
         self.payloads: dict[str, dict] = {}
         self.host: dict = {}
         self.waits = WaitHistogram()
+        self.spend = SpendWindow()
         self._snapshot_ms = 0
         self._lease_ms = 0          # when (host clock) this process last renewed or took the lease
         self._outbox: list[tuple[Message, int | None]] = []   # (message, delay ms) sent with the write
@@ -58,6 +60,7 @@ class GovernorHost:
         self.host = (core or {}).get("host", {"seq": 0, "calls_total": {}, "last_error": None,
                                                "wake_at": None, "resent_ms": {}})
         self.waits = WaitHistogram.from_json(self.host.get("waits", {}))
+        self.spend = SpendWindow.from_json(self.host.get("spent_by_minute"))
         self.host["leader_since_ms"] = now
         # readings start afresh with each take-over: the clock they were taken on may have been
         # stepped since (or been another host's); the /token call is the first reading
@@ -165,6 +168,8 @@ class GovernorHost:
             if envelope:
                 self.gov.sync(envelope, now)
             return
+        if envelope:
+            self.spend.add(now, envelope.tokens_consumed)
         calls = self.host.setdefault("calls_total", {}).setdefault(endpoint, {})
         calls[outcome] = calls.get(outcome, 0) + 1
         if outcome != "ok":
@@ -215,6 +220,7 @@ class GovernorHost:
             outbox.append((Message(queue_name="governor", actor_name="keepa_governor",
                                    args=("wake", {"at_ms": wake}), kwargs={}, options={}), max(1, wake - now)))
         self.host["waits"] = self.waits.to_json()
+        self.host["spent_by_minute"] = self.spend.to_json()
         ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
         doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS else None
         box = self.dispatch.outbox(outbox, acks)
@@ -249,6 +255,7 @@ class GovernorHost:
         doc["calls_total"] = self.host.get("calls_total", {})
         doc["last_error"] = self.host.get("last_error")
         doc["keepa_clock_offset_ms"] = self.gov.clock_offset_ms   # this host's clock less Keepa's
+        doc["tokens_spent_by_minute"] = self.spend.to_json()
         return doc
 
     def write_snapshot(self, now: int) -> None:

@@ -23,6 +23,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from governor.spend import window_start_ms
 from keepa_deals.lifeline import stop_on_signals
 from metrics.families import INGEST_WINDOW_MINUTES, DatabaseCounts, families
 from metrics.stalls import StallReadings, read_database, read_scheduler_tick, stall_families
@@ -44,6 +45,7 @@ class CountStore(Protocol):
     def watermark_age_ms(self, now_ms: int) -> int | None: ...
     def feed_last_scan_ms(self) -> int | None: ...
     def oldest_claim_ms(self) -> int | None: ...
+    def deals_screened_out(self) -> int: ...
 
 
 def wall_clock_ms() -> int:
@@ -72,6 +74,8 @@ def read_counts(store: CountStore, now_ms: int) -> DatabaseCounts:
         last_ingested_ms=store.last_ingested_ms(),
         candidates_waiting=int(store.candidates_waiting()),
         watermark_age_ms=store.watermark_age_ms(now_ms),
+        deals_ingested_last_hour=int(store.deals_ingested_since(window_start_ms(now_ms))),
+        deals_screened_out=int(store.deals_screened_out()),
     )
 
 

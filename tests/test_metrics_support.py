@@ -26,6 +26,8 @@ EXPECTED_NAMES = {
     "keepa_refill_rate_tokens_per_minute", "keepa_watermark_age_seconds", "keepa_exporter_source_up",
     "keepa_feed_last_scan_timestamp_seconds", "keepa_feed_scan_interval_seconds",
     "keepa_scheduler_last_tick_timestamp_seconds", "keepa_candidate_oldest_claim_age_seconds",
+    "keepa_deals_screened_out", "keepa_deals_ingested_last_hour", "keepa_tokens_spent_last_hour",
+    "keepa_tokens_per_deal",
 }
 
 
@@ -33,8 +35,8 @@ class FakeStore:
     """The counting half of ``storage.store.Store`` with fixed answers; records what it was asked."""
 
     def __init__(self, stored=0, ingested=0, recent=0, last_ms=None, waiting=0, watermark_ms=None, fail=False,
-                 last_scan_ms=None, oldest_claim_ms=None):
-        self.stored, self.ingested, self.recent = stored, ingested, recent
+                 last_scan_ms=None, oldest_claim_ms=None, screened=0):
+        self.stored, self.ingested, self.recent, self.screened = stored, ingested, recent, screened
         self.last_ms, self.waiting, self.watermark_ms, self.fail = last_ms, waiting, watermark_ms, fail
         self.last_scan_ms, self.claim_ms = last_scan_ms, oldest_claim_ms
         self.since_asked: list[int] = []
@@ -76,6 +78,9 @@ class FakeStore:
     def oldest_claim_ms(self):
         self._check()
         return self.claim_ms
+    def deals_screened_out(self):
+        self._check()
+        return self.screened
 
     def close(self):
         self.closed += 1
@@ -110,6 +115,9 @@ def governor_snapshot(now_ms: int = NOW_MS) -> dict:
     doc["leader"] = {"id": "governor-a", "since_ms": now_ms - 60_000}
     doc["calls_total"] = {"deal": {"ok": 7, "429": 2}, "commit": {"ok": 3, "402": 1}}
     doc["last_error"] = {"at_ms": now_ms - 1000, "endpoint": "deal", "outcome": "429", "message": "NOT_ENOUGH_TOKEN"}
+    doc["tokens_spent_by_minute"] = [[now_ms // 60_000 * 60_000 - 60 * 60_000, 50],   # an hour ago: left out
+                                     [now_ms // 60_000 * 60_000 - 59 * 60_000, 30],
+                                     [now_ms // 60_000 * 60_000, 12]]
     return json.loads(json.dumps(doc))  # exactly what survives the trip through Redis
 
 
