@@ -50,6 +50,14 @@ class Runtime:
     _page_pool: ThreadPoolExecutor | None = None
 
     @property
+    def screen_query(self) -> bool:
+        return self.settings.screen_query
+
+    @property
+    def screen_deals(self) -> bool:
+        return self.settings.screen_deals
+
+    @property
     def minute_ms(self) -> int:
         return int(self.settings.keepa_minute_seconds * 1000)
 

@@ -19,10 +19,12 @@ from dramatiq import Message
 from actors.dispatch import Dispatch
 from actors.ledger import Ledger, Ops
 from actors.messages import ENDPOINTS, OUTCOMES, MalformedMessage, envelope_from, field
+from governor.clock import ClockOffset
 from governor.config import GovernorConfig
 from governor.model import CLASSES, Request
 from governor.persist import core_to_json, grant_to_json, request_to_json, restore
 from governor.snapshot import WaitHistogram, snapshot
+from governor.spend import SpendWindow
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,13 @@ class GovernorHost:
         self.token_source = token_source          # () -> Envelope (Keepa's free /token)
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.gov = None
+        self.keepa_clock = ClockOffset()
         self.payloads: dict[str, dict] = {}
         self.host: dict = {}
         self.waits = WaitHistogram()
+        self.spend = SpendWindow()
         self._snapshot_ms = 0
+        self._lease_ms = 0          # when (host clock) this process last renewed or took the lease
         self._outbox: list[tuple[Message, int | None]] = []   # (message, delay ms) sent with the write
 
     # -- leadership and state -------------------------------------------------------------------
@@ -55,16 +60,36 @@ class GovernorHost:
         self.host = (core or {}).get("host", {"seq": 0, "calls_total": {}, "last_error": None,
                                                "wake_at": None, "resent_ms": {}})
         self.waits = WaitHistogram.from_json(self.host.get("waits", {}))
+        self.spend = SpendWindow.from_json(self.host.get("spent_by_minute"))
         self.host["leader_since_ms"] = now
-        self.gov.sync(self.token_source(), now)
+        # readings start afresh with each take-over: the clock they were taken on may have been
+        # stepped since (or been another host's); the /token call is the first reading
+        self.keepa_clock = ClockOffset()
+        envelope = self.token_source()
+        self._observe_clock(self.clock_ms(), envelope)
+        self.gov.sync(envelope, now)
         log.info("governor %s took the lease: %d pending, %d in flight, balance %s",
                  self.ledger.holder[:8], self.gov.pending(), len(self.gov.in_flight), self.gov.balance)
 
     def begin(self, now: int) -> bool:
-        """Make sure this process leads and holds the state; False means stand by."""
-        if self.gov is None:  # leading already: the fenced commit renews the lease, no separate call
+        """Make sure this process leads and holds the state; False means stand by.
+
+        A leader renews its lease every third of it, whether or not it has anything to write (an idle
+        governor writes only when woken, once a minute or less, and a 30 s lease would pass to the
+        standby between wakes). If the lease ran out meanwhile, the state is dropped and taken over
+        again from Redis, since another governor may have written in between."""
+        renewal_due = not 0 <= now - self._lease_ms < self.ledger.lease_ms // 3   # or the clock went back
+        if self.gov is not None and renewal_due:
+            if self.ledger.renew():
+                self._lease_ms = now
+            else:
+                log.warning("governor %s lost its lease (%s holds it); reloading",
+                            self.ledger.holder[:8], self.ledger.leader())
+                self.forget()
+        if self.gov is None:
             if not self.ledger.acquire():
                 return False
+            self._lease_ms = now
             self._take_over(now)
         return True
 
@@ -133,11 +158,18 @@ class GovernorHost:
         if endpoint not in ENDPOINTS or outcome not in OUTCOMES:
             raise MalformedMessage(f"{where}: endpoint/outcome must be in {ENDPOINTS}/{OUTCOMES}")
         envelope = envelope_from(body, where)
+        if envelope:
+            received = body.get("received_ms", now)   # when the worker read the answer (older ones: now)
+            if not isinstance(received, int) or isinstance(received, bool):
+                raise MalformedMessage(f"{where}: received_ms must be an integer (ms), got {received!r}")
+            self._observe_clock(received, envelope)
         done = self.gov.settle(gid, envelope, now) if envelope else self.gov.release(gid, now)
         if not done:
             if envelope:
                 self.gov.sync(envelope, now)
             return
+        if envelope:
+            self.spend.add(now, envelope.tokens_consumed)
         calls = self.host.setdefault("calls_total", {}).setdefault(endpoint, {})
         calls[outcome] = calls.get(outcome, 0) + 1
         if outcome != "ok":
@@ -148,6 +180,11 @@ class GovernorHost:
         ops.inflight_del.append(gid)
         ops.done_add.append([gid, now])
         ops.done_before, ops.done_keep = now - self.config.remember_ms, self.config.remember_done
+
+    def _observe_clock(self, received_ms: int, envelope) -> None:
+        """One reading of how far this host's clock is ahead of Keepa's (see governor.clock); the
+        policy then reckons refills on Keepa's clock."""
+        self.gov.clock_offset_ms = self.keepa_clock.observe(received_ms, envelope.timestamp_ms)
 
     def _wake(self, body, now, ops) -> None:
         if self.host.get("wake_at") is not None and self.host["wake_at"] <= now:
@@ -183,6 +220,7 @@ class GovernorHost:
             outbox.append((Message(queue_name="governor", actor_name="keepa_governor",
                                    args=("wake", {"at_ms": wake}), kwargs={}, options={}), max(1, wake - now)))
         self.host["waits"] = self.waits.to_json()
+        self.host["spent_by_minute"] = self.spend.to_json()
         ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
         doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS else None
         box = self.dispatch.outbox(outbox, acks)
@@ -190,6 +228,7 @@ class GovernorHost:
             self.forget()
             log.info("governor %s lost the lease: %s holds it", self.ledger.holder[:8], self.ledger.leader())
             return False  # lost the lease mid-message: nothing was written, sent or acknowledged
+        self._lease_ms = now  # the commit renewed the lease
         if doc is not None:
             self._snapshot_ms = now
         self._outbox = []
@@ -215,6 +254,8 @@ class GovernorHost:
         doc["leader"] = {"id": self.ledger.holder, "since_ms": self.host.get("leader_since_ms")}
         doc["calls_total"] = self.host.get("calls_total", {})
         doc["last_error"] = self.host.get("last_error")
+        doc["keepa_clock_offset_ms"] = self.gov.clock_offset_ms   # this host's clock less Keepa's
+        doc["tokens_spent_by_minute"] = self.spend.to_json()
         return doc
 
     def write_snapshot(self, now: int) -> None:

@@ -8,6 +8,8 @@ once under its lease, then sends the grants and acknowledges the batch in one pi
 it is delivered again (and repeated messages change nothing). A batch that cannot be finished (the
 lease lost, an error) is handed back to the queue at once. A process without the lease does not
 consume at all: it stands by and checks the lease once a second, so a standby never holds messages.
+The leader renews its lease at the top of every step once a third of it has passed (steps come at
+least every ``DQ_POLL_S`` even when idle), so the lease stays put between wakes however idle it is.
 
 Delayed messages (wakes, back-off retries) arrive on ``governor.DQ``; like Dramatiq's own worker,
 the loop keeps them unacknowledged until due, then moves them to ``governor``. When nothing is
@@ -40,7 +42,7 @@ REDIS_TICK_S = 0.1             # Redis times blocked commands out on its clock t
 
 
 class GovernorLoop:
-    def __init__(self, rt, stop, doorbell, *, batch_max: int = 256):
+    def __init__(self, rt, stop, doorbell, *, batch_max: int = 256, monotonic=time.monotonic):
         self.rt, self.host, self.stop, self.doorbell = rt, rt.host, stop, doorbell
         self.dispatch = rt.host.dispatch
         self.batch_max = batch_max
@@ -50,6 +52,7 @@ class GovernorLoop:
         self.failures: dict[str, int] = {}
         self._standing_by = False
         self._dq_polled = 0.0
+        self._monotonic = monotonic   # seconds; paces the delay-queue look (tests inject a clock)
 
     def _hand_back(self) -> None:
         """Give every unacknowledged message back to its queue now. (Whatever this process fetched
@@ -93,8 +96,8 @@ class GovernorLoop:
             return
         self._standing_by = False
         wanted = [(QUEUE, self.batch_max)]
-        if time.monotonic() - self._dq_polled >= DQ_POLL_S and len(self.held) < HOLD_MAX:
-            self._dq_polled = time.monotonic()
+        if self._monotonic() - self._dq_polled >= DQ_POLL_S and len(self.held) < HOLD_MAX:
+            self._dq_polled = self._monotonic()
             wanted.append((DELAYED, HOLD_MAX - len(self.held)))
         batch, *delayed = self.dispatch.fetch(wanted)
         self.unacked = batch
@@ -113,7 +116,7 @@ class GovernorLoop:
         if until_timed < 2 * REDIS_TICK_S:  # BLPOP would time out up to a tick late: nap exactly
             self.stop.wait(max(0.0, until_timed))
             return
-        until_dq = DQ_POLL_S - (time.monotonic() - self._dq_polled)
+        until_dq = DQ_POLL_S - (self._monotonic() - self._dq_polled)
         self.doorbell.wait(max(REDIS_TICK_S, min(until_timed - REDIS_TICK_S, until_dq)))
 
     def _hold(self, fetched: list, now: int) -> int:

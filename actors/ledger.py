@@ -2,8 +2,9 @@
 
 Keys (prefix ``keepa-deals:governor:``): ``core`` (JSON scalars), ``pending`` and ``inflight``
 (hashes: request or grant JSON with its payload), ``done`` (sorted set of finished ids by time, as
-many as the policy remembers: ``remember_ms`` back, at most ``remember_done``),
-``lease`` (the leader's id, with a TTL), ``snapshot`` (the state document for status and metrics).
+many as the policy remembers: ``remember_ms`` back, at most ``remember_done``), ``lease`` (the
+leader's id, with a TTL, renewed by the leader every third of it whether or not it writes:
+``actors.governor_actor.GovernorHost.begin``), ``snapshot`` (the state document for status and metrics).
 
 Every write is one Lua script that first checks the lease: a governor that lost its lease (paused,
 partitioned, a second one started by mistake) can no longer change anything. Fencing, not hope.
@@ -53,6 +54,11 @@ end
 return 0
 """
 
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -92,11 +98,18 @@ class Ledger:
         self.holder = holder or uuid.uuid4().hex
         self._commit = client.register_script(_COMMIT)
         self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
     def acquire(self) -> bool:
         """Take or renew the lease; False while another governor holds it."""
         return bool(self._acquire(keys=[KEYS[0]], args=[self.holder, self.lease_ms]))
+
+    def renew(self) -> bool:
+        """Extend the lease only if this process still holds it. False: it ran out or passed on, so
+        another governor may have written since; the caller must reload before writing again (the
+        fenced commit would take a lease nobody holds, on state that may be stale)."""
+        return bool(self._renew(keys=[KEYS[0]], args=[self.holder, self.lease_ms]))
 
     def release(self) -> bool:
         """Give the lease up if this process holds it (a clean stop): a governor started next takes

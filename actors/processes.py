@@ -22,7 +22,9 @@ from dramatiq.common import dq_name
 from actors.app import setup
 from actors.ledger import Ledger
 from actors.steps import OUTSTANDING_KEY
+from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
+from metrics.stalls import SCHEDULER_TICK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +33,8 @@ DRAIN_TIMEOUT_MS = 8_000
 
 
 def _stop_event() -> threading.Event:
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        # no logging here: the handler may interrupt a log write (a reentrant write would raise)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return stop
+    """Set on SIGTERM or SIGINT, however many arrive at once (see :func:`stop_on_signals`)."""
+    return stop_on_signals((signal.SIGTERM, signal.SIGINT))
 
 
 def wait_for_redis(url: str, stop: threading.Event) -> bool:
@@ -135,6 +130,7 @@ def scheduler_tick(rt, now_ms: int) -> bool:
     # the governor schedules its own wakes; this nudge only covers a wake lost with a killed process
     rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),
                               kwargs={}, options={}))
+    rt.redis.set(SCHEDULER_TICK_KEY, now_ms)   # a tick that ran to the end: the dead-scheduler alert reads it
     return True
 
 
@@ -156,16 +152,13 @@ def run_scheduler(settings: Settings) -> int:
 
 def supervise(argv: list[str]) -> int:
     """Run ``keepa-deals ARGV`` and restart it whenever it dies without being asked to stop."""
-    stopping = threading.Event()
     child: subprocess.Popen | None = None
 
-    def on_signal(signum, _frame):
-        stopping.set()
+    def forward(signum):
         if child and child.poll() is None:
             child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_on_signals((signal.SIGTERM, signal.SIGINT), then=forward)
     backoff_s = 1.0
     while not stopping.is_set():
         started = time.monotonic()

@@ -21,12 +21,13 @@ from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughT
 from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, scan_pages, split
 from pipeline.cadence import scan_due
 from pipeline.commit import commit_record
+from pipeline.screen import screen, selection_ranges
 from pipeline.verdict import NO_DATA, PeekStats, peek_verdict
 from pipeline.watermark import MAX_PAGES
 
 log = logging.getLogger(__name__)
 
-SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}
+SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}   # the feed unfiltered, newest first
 LAST_SCAN_KEY = "keepa-deals:scan:last_ms"
 OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
 PEEK_WINDOW = 16
@@ -39,6 +40,7 @@ class Steps:
     def __init__(self, rt):
         self.rt = rt
         self.frontier = ScanFrontier(rt.redis, ttl_ms=30 * rt.minute_ms)
+        self.selection = deal_selection(rt.rule, rt.screen_query)
 
     # -- messages to the governor ---------------------------------------------------------------
     def _to_governor(self, kind: str, body: dict) -> None:
@@ -50,8 +52,11 @@ class Steps:
                                       "payload": payload})
 
     def settle(self, grant_id: str, endpoint: str, outcome: str, envelope=None, message: str = "") -> None:
+        # received_ms: when this host read the answer (a little later: after storing it), which the
+        # governor sets against Keepa's timestamp to learn how far the clocks differ (governor.clock)
         self._to_governor("settle", {"grant_id": grant_id, "endpoint": endpoint, "outcome": outcome,
-                                     "envelope": envelope_to(envelope), "message": message})
+                                     "envelope": envelope_to(envelope), "message": message,
+                                     "received_ms": self.rt.clock_ms()})
 
     def _failed(self, grant_id: str, endpoint: str, exc: KeepaError) -> str:
         outcome = _outcome(exc)
@@ -164,7 +169,7 @@ class Steps:
             elif stored.next_page == end and frontier.advance(scan, page, end):
                 self._ask_pages(scan, end)
             return
-        results = rt.read_pages(SELECTION, range(stored.next_page, end))  # in page order, as they come
+        results = rt.read_pages(self.selection, range(stored.next_page, end))  # in page order, as they come
         read = []  # the answers taken from ``results`` so far; the settle needs every call's envelope
         more = True
         for at, result in enumerate(results, start=stored.next_page):
@@ -179,7 +184,7 @@ class Steps:
                 return
             now = rt.clock_ms()
             times = [int(deal.last_update.timestamp() * 1000) for deal in result.deals]
-            rt.store.upsert_deals(zip([deal.asin for deal in result.deals], times, strict=True), now)
+            rt.store.upsert_deals(self._light_records(result.deals, times), now)
             watermark, more = stored.advance(times)
             stored = rt.store.advance_watermark(watermark, now, from_page=at)
             if stored != watermark:  # another run of this grant moved the cursor: it goes on
@@ -196,6 +201,14 @@ class Steps:
         self.top_up()
         if not more:
             self._follow_on()
+
+    def _light_records(self, deals, times: list[int]) -> list[tuple[str, int, str | None]]:
+        """``(asin, deal time, screened reason)`` per feed deal: with the deal screen on, a deal whose
+        own numbers fail the viability rule carries the verdict's reason and is stored set aside
+        (never peeked); ``None`` makes it a candidate for a peek, the confirmation with fresh stats."""
+        if not self.rt.screen_deals:
+            return [(deal.asin, at, None) for deal, at in zip(deals, times, strict=True)]
+        return [(deal.asin, at, _screened_reason(deal, self.rt.rule)) for deal, at in zip(deals, times, strict=True)]
 
     # -- peek and commit ------------------------------------------------------------------------
     def top_up(self) -> int:
@@ -318,6 +331,24 @@ class Steps:
             rt.redis.decr(OUTSTANDING_KEY)
         for asin in asins:
             rt.store.record_verdict(asin, False, reason, rt.clock_ms())
+
+
+def deal_selection(rule, screen_query: bool) -> dict:
+    """The deal query the scan sends: with ``screen_query`` it carries the rule's ranges
+    (:func:`pipeline.screen.selection_ranges`: NEW price, 90-day date range), so Keepa leaves out
+    deals that cannot pass before it pages the feed; without, the feed unfiltered."""
+    return {**SELECTION, **selection_ranges(rule)} if screen_query else dict(SELECTION)
+
+
+def _screened_reason(deal, rule) -> str | None:
+    """Why the screen sets this feed deal aside, or ``None`` if its own numbers pass (or cannot be
+    read: a malformed array leaves the judgement to the peek, which reads fresh stats)."""
+    try:
+        verdict = screen(deal.current, deal.avg, rule)
+    except MalformedResponse as exc:
+        log.debug("deal %s: feed numbers unreadable (%s); the peek judges it", deal.asin, exc)
+        return None
+    return None if verdict.viable else f"screened: {verdict.reason}"
 
 
 def _outcome(exc: KeepaError) -> str:

@@ -46,13 +46,14 @@ class _Runtime:
 
     minute_ms = 60_000
 
-    def __init__(self, redis_url: str, database_url: str, keepa_url: str):
+    def __init__(self, redis_url: str, database_url: str, keepa_url: str, screen: bool):
         import redis
 
         from keepa_api.client import KeepaClient
         from pipeline.verdict import ViabilityRule
         from storage.store import open_store
 
+        self.screen_query = self.screen_deals = screen
         self.broker, self.redis = _Collected(), redis.Redis.from_url(redis_url)
         self.store, self.rule = open_store(database_url), ViabilityRule()
         self.client, self.pool = KeepaClient("bench-key-0000", base_url=keepa_url), ThreadPoolExecutor(PAGES_A_GRANT)
@@ -80,10 +81,10 @@ class _Runtime:
         self.store.close()
 
 
-def _run(database_url: str, redis_url: str, keepa_url: str) -> dict:
+def _run(database_url: str, redis_url: str, keepa_url: str, screen: bool) -> dict:
     from actors.steps import OUTSTANDING_KEY, Steps
 
-    rt = _Runtime(redis_url, database_url, keepa_url)
+    rt = _Runtime(redis_url, database_url, keepa_url, screen)
     steps = Steps(rt)
     cpu = {}
     try:
@@ -115,7 +116,8 @@ def _run(database_url: str, redis_url: str, keepa_url: str) -> dict:
 
 
 def measure() -> dict:
-    """{database: figures}: SQLite, then PostgreSQL if a server can be started here."""
+    """{"database, screen on|off": figures}: SQLite, then PostgreSQL if a server can be started here;
+    on each, the screen on, then off, each on a fresh Redis and database."""
     from tests.services import PostgresServer, RedisServer, ServiceUnavailable
 
     results = {}
@@ -125,10 +127,11 @@ def measure() -> dict:
         redis_server = RedisServer(workdir)
         try:
             keepa_url = keepa.stdout.readline().strip()
-            redis_server.start()
-            results["SQLite"] = _run(f"sqlite:///{workdir}/deals.db", redis_server.url, keepa_url)
-            redis_server.stop()
-            redis_server.start()  # a fresh Redis: the running-scan key of the first run is gone
+            for screen in (True, False):
+                redis_server.start()  # a fresh Redis each run: the running-scan key of the last one is gone
+                label = f"SQLite, screen {'on' if screen else 'off'}"
+                results[label] = _run(f"sqlite:///{workdir}/{screen}.db", redis_server.url, keepa_url, screen)
+                redis_server.stop()
             try:
                 pg = PostgresServer()
             except ServiceUnavailable as exc:
@@ -136,7 +139,12 @@ def measure() -> dict:
             else:
                 try:
                     pg.start()
-                    results["PostgreSQL"] = _run(pg.create_database("steps"), redis_server.url, keepa_url)
+                    for screen in (True, False):
+                        redis_server.start()
+                        label = f"PostgreSQL, screen {'on' if screen else 'off'}"
+                        results[label] = _run(pg.create_database(f"steps{int(screen)}"), redis_server.url,
+                                              keepa_url, screen)
+                        redis_server.stop()
                 finally:
                     pg.cleanup()
         finally:
@@ -154,10 +162,11 @@ def main() -> None:
             continue
         cpu = r["cpu"]
         total = sum(cpu.values())
-        print(f"steps alone, {db:10}: {r['feed']:,} feed deals, {r['peeked']:,} peeked, {r['committed']:,} "
+        print(f"steps alone, {db:25}: {r['feed']:,} feed deals, {r['peeked']:,} peeked, {r['committed']:,} "
               f"committed; CPU per feed deal {total / r['feed'] * 1e6:,.0f} us (scan "
               f"{cpu['scan'] / r['feed'] * 1e6:,.0f}, peek {cpu['peek'] / r['feed'] * 1e6:,.0f}, commit "
-              f"{cpu['commit'] / r['feed'] * 1e6:,.0f}); one core would store {r['feed'] / total:,.0f} feed "
+              f"{cpu['commit'] / r['feed'] * 1e6:,.0f}); CPU per deal committed "
+              f"{total / max(r['committed'], 1) * 1e6:,.0f} us; one core would store {r['feed'] / total:,.0f} feed "
               f"deals a second")
 
 

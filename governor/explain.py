@@ -28,7 +28,7 @@ def _reason(gov, cls: str, position: int, now_ms: int) -> str:
                      f"(+{gov.rate}/min), ends by {deadline} ms at the latest")
     elif gov.balance - gov.uncertain <= cfg.floor:
         parts.append(f"balance {gov.balance} (less {gov.uncertain} for calls in flight) at or below floor "
-                     f"{cfg.floor}; next refill +{gov.rate} at {gov.next_refill_ms} ms")
+                     f"{cfg.floor}; next refill +{gov.rate} at {gov.next_refill_ms + gov.clock_offset_ms} ms")
     if cls == PEEK and len(gov.queues[COMMIT]) + gov.peeks_in_flight >= cfg.peek_buffer:
         parts.append(f"backpressure: {len(gov.queues[COMMIT])} commit requests wait and "
                      f"{gov.peeks_in_flight} peek calls are in flight (buffer {cfg.peek_buffer} calls)")
@@ -66,8 +66,9 @@ def project(gov, now_ms: int, ids: set[str]) -> dict[str, int]:
             if grant.id in ids:
                 found[grant.id] = t
             cost = round(sim.costs.mean(grant.request.cls, grant.request.units))
-            sim.settle(grant.id, Envelope(t, sim.balance + grant.estimate - cost,
-                                          max(0, (sim.next_refill_ms or t) - t), sim.rate, cost), t)
+            keepa_t = sim.keepa_ms(t)   # Keepa stamps its envelopes on its own clock
+            sim.settle(grant.id, Envelope(keepa_t, sim.balance + grant.estimate - cost,
+                                          max(0, (sim.next_refill_ms or keepa_t) - keepa_t), sim.rate, cost), t)
         if decision.wake_at_ms is None or decision.wake_at_ms <= t:
             if not decision.grants:
                 break

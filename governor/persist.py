@@ -13,7 +13,7 @@ from governor.policy import Governor
 
 _SCALARS = ("synced", "balance", "rate", "cap", "next_refill_ms", "last_sync_ms", "external_tokens",
             "rejections_total", "lost_at_cap_while_waiting", "last_grant_ms", "hold_cls", "hold_tokens",
-            "hold_until_ms", "learned_cap", "_cap_candidate", "nominal_cap")
+            "hold_until_ms", "learned_cap", "_cap_candidate", "nominal_cap", "clock_offset_ms")
 _RECHARGE = ("enabled", "active", "since_ms", "armed", "entries", "exits_by_timeout", "active_ms_total")
 
 

@@ -45,7 +45,11 @@ class Governor:
         self.balance = 0
         self.rate = 0
         self.cap = cfg.max_tokens or 0
-        self.next_refill_ms: int | None = None
+        self.next_refill_ms: int | None = None    # on Keepa's clock, as its envelopes say
+        # the host clock (every ``now_ms`` here) less Keepa's, measured by the shell from envelopes
+        # (governor.clock): refills are reckoned on Keepa's clock, so a host clock ahead of Keepa's
+        # never grants on a refill Keepa has not made yet
+        self.clock_offset_ms = 0
         self.last_sync_ms = -1
         self.queues = {c: deque() for c in CLASSES}
         self.credit = dict.fromkeys(CLASSES, 0.0)
@@ -161,7 +165,7 @@ class Governor:
             self.recharge.enabled = self.rate < self.cfg.recharge_below_rate
         if first:
             self._reject_impossible_queued(now_ms)
-        self._advance(now_ms)
+        self._advance(self.keepa_ms(now_ms))
 
     # -- the decision ---------------------------------------------------------------------------
     def decide(self, now_ms: int) -> Decision:
@@ -170,7 +174,7 @@ class Governor:
             decision.rejections, self._late_rejections = self._late_rejections, []
         if not self.synced:
             return decision
-        self._advance(now_ms)
+        self._advance(self.keepa_ms(now_ms))
         if self.hold_until_ms is not None and now_ms >= self.hold_until_ms:
             self.hold_cls, self.hold_tokens, self.hold_until_ms = None, 0, None
         self.recharge.update(self.balance, self.cap, self.rate, now_ms)
@@ -182,7 +186,7 @@ class Governor:
             grants.append(self._grant(cls, now_ms))
             self.recharge.update(self.balance, self.cap, self.rate, now_ms)
         if self._pending_ids:
-            wake = self.next_refill_ms
+            wake = self.next_refill_ms + self.clock_offset_ms   # the refill, on the host clock
             deadline = self.recharge.deadline_ms()
             decision.wake_at_ms = wake if deadline is None else min(wake, deadline)
         return decision
@@ -239,13 +243,18 @@ class Governor:
         return grant
 
     # -- the model ------------------------------------------------------------------------------
+    def keepa_ms(self, now_ms: int) -> int:
+        """A host time on Keepa's clock."""
+        return now_ms - self.clock_offset_ms
+
     def estimate(self, req: Request) -> int:
         return req.cost if req.cost is not None else self.costs.reserve(req.cls, req.units)
 
-    def _advance(self, now_ms: int) -> None:
-        """Apply the refills the model expects up to ``now_ms`` and share them out as credit."""
+    def _advance(self, keepa_now_ms: int) -> None:
+        """Apply the refills the model expects up to ``keepa_now_ms`` (Keepa's clock) and share them
+        out as credit."""
         period = self.cfg.period_ms
-        while self.next_refill_ms is not None and self.next_refill_ms <= now_ms:
+        while self.next_refill_ms is not None and self.next_refill_ms <= keepa_now_ms:
             rate = self.rate
             credited = min(rate, max(0, self.cap - self.balance))
             if credited < rate and self._pending_ids:

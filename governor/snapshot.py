@@ -11,7 +11,8 @@ Schema (version 1) -- keep it stable, add fields only:
     lost_at_cap_while_waiting_total, external_tokens_total, rejections_total,
     last_grant_ms, explanations: [{request_id, cls, position, reason, eta_ms}]
 
-The actor adds: leader {id, since_ms}, calls_total {endpoint: {outcome: n}}, last_error.
+The actor adds: leader {id, since_ms}, calls_total {endpoint: {outcome: n}}, last_error,
+tokens_spent_by_minute [[minute_start_ms, tokens], ...] (the last hour; :mod:`governor.spend`).
 """
 
 from __future__ import annotations

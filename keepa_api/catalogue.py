@@ -4,20 +4,36 @@ Everything derives from ``seed``: the same seed gives byte-identical deals and p
 and machine (per-ASIN ``random.Random(f"{seed}:{asin}")``; string seeds hash with SHA-512).
 
 The feed: ``backlog`` deals are already there at minute 0 (spread over the 12 hours before), then
-``new_per_minute`` appear each Keepa minute; the feed lists the newest first. Deal and product of
-one ASIN agree (the deal's ``current`` is the product's ``stats.current``).
+``new_per_minute`` appear each Keepa minute; the feed lists the newest first. A selection with range
+options (:mod:`keepa_api.deal_query`) sees only the deals whose feed numbers pass them, paged the
+same way.
 
-The viable minority (``viable_fraction``, default 10 %): a viable ASIN's NEW price (type 1) is
-25-50 % under its 90-day average, its sales rank is under 50,000 with at least 15 drops in 30 days,
-and it has at least 5 offers. Every other ASIN is at most about 15 % under average, has at most 8
-rank drops in 30 days, or both. :meth:`Catalogue.is_viable` answers for tests and benchmarks.
+A feed deal's numbers (``current``, ``avg``) are the product's as Keepa last noticed the deal; the
+product's ``stats`` are fresh, and the two can differ, as real ones do (a price goes back up after
+the deal was listed, or drops further). ``screen_pass_fraction`` of all feed deals have feed numbers
+that pass the default viability rule (:mod:`pipeline.screen`); ``viable_fraction`` of those are
+viable on fresh stats too, and ``screen_miss_fraction`` of the others are viable on fresh stats
+although their feed numbers are not. The defaults, 0.12 x 0.8 + 0.88 x 0.0045, make 10.0 % of all
+feed deals viable, as before the screen; ``screen_pass_fraction=1.0`` gives every deal passing feed
+numbers and makes ``viable_fraction`` the share of all deals that are viable (the simulator's
+scenario semantics).
+
+A viable ASIN (fresh stats): its NEW price (type 1) is 25-50 % under its 90-day average (and at
+least 5.99), its sales rank is under 50,000 with at least 15 drops in 30 days, and it has at least 5
+offers. Every other ASIN is at most about 15 % under average, has at most 8 rank drops in 30 days,
+or both. Feed numbers that pass look like a viable ASIN's; feed numbers that fail, like another's.
+:meth:`Catalogue.is_viable` and :meth:`Catalogue.passes_screen` answer for tests and benchmarks.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
+import threading
 from functools import lru_cache
+
+from keepa_api.deal_query import DealFilter, delta_of
 
 PRICE_TYPES = 36                  # Keepa's csv types 0 AMAZON .. 35 COUNT_NEW_FBM
 AMAZON, NEW, USED, SALES, LISTPRICE, NEW_FBA = 0, 1, 2, 3, 4, 10
@@ -42,19 +58,28 @@ def _base36(number: int, width: int) -> str:
 
 class Catalogue:
     def __init__(self, seed: int = 1, *, start_minute: int = START_KEEPA_MINUTE, backlog: int = 300,
-                 new_per_minute: float = 1.0, viable_fraction: float = 0.1, lumped: bool = False):
-        if backlog < 0 or new_per_minute < 0 or not 0 <= viable_fraction <= 1:
-            raise ValueError("backlog, new_per_minute and viable_fraction must be non-negative")
+                 new_per_minute: float = 1.0, screen_pass_fraction: float = 0.12, viable_fraction: float = 0.8,
+                 screen_miss_fraction: float = 0.0045, lumped: bool = False):
+        if backlog < 0 or new_per_minute < 0:
+            raise ValueError("backlog and new_per_minute must be non-negative")
+        for name, share in (("screen_pass_fraction", screen_pass_fraction), ("viable_fraction", viable_fraction),
+                            ("screen_miss_fraction", screen_miss_fraction)):
+            if not 0 <= share <= 1:
+                raise ValueError(f"{name} is a share between 0 and 1, got {share!r}")
         if lumped and new_per_minute != int(new_per_minute):
             raise ValueError("lumped arrivals need a whole new_per_minute")
         self.seed = seed
         self.start_minute = start_minute
         self.backlog = backlog
         self.new_per_minute = new_per_minute
+        self.screen_pass_fraction = screen_pass_fraction
         self.viable_fraction = viable_fraction
+        self.screen_miss_fraction = screen_miss_fraction
         self.lumped = lumped
         self._base = lru_cache(maxsize=50_000)(self._make_base)
         self.deal = lru_cache(maxsize=50_000)(self._make_deal)
+        self._matching: dict[DealFilter, tuple[int, list[int]]] = {}  # filter -> (indexes tested, matches)
+        self._matching_lock = threading.Lock()
 
     # -- the feed -------------------------------------------------------------------------------
     def asin(self, index: int) -> str:
@@ -77,23 +102,55 @@ class Catalogue:
         arrived = math.floor(minutes) if self.lumped else minutes
         return self.backlog + max(0, int(arrived * self.new_per_minute))
 
-    def feed_page(self, minutes: float, page: int, per_page: int = 150) -> list[dict]:
-        """Page ``page`` of the feed as seen ``minutes`` after the start, newest first."""
+    def feed_page(self, minutes: float, page: int, per_page: int = 150, query: DealFilter | None = None) -> list[dict]:
+        """Page ``page`` of the feed as seen ``minutes`` after the start, newest first; with ``query``,
+        of the deals whose feed numbers pass its ranges."""
         top = self.feed_size(minutes)
-        hi = top - page * per_page
-        return [self.deal(i) for i in range(hi - 1, max(hi - per_page, 0) - 1, -1)] if hi > 0 else []
+        if query is None:
+            hi = top - page * per_page
+            return [self.deal(i) for i in range(hi - 1, max(hi - per_page, 0) - 1, -1)] if hi > 0 else []
+        matches = self._matches(query, top)
+        hi = bisect.bisect_left(matches, top) - page * per_page
+        return [self.deal(matches[i]) for i in range(hi - 1, max(hi - per_page, 0) - 1, -1)] if hi > 0 else []
+
+    def _matches(self, query: DealFilter, top: int) -> list[int]:
+        """The feed indexes below ``top`` whose deals pass ``query``, ascending (kept per filter and
+        extended as the feed grows, so each deal is tested once)."""
+        with self._matching_lock:
+            tested, matches = self._matching.get(query, (0, []))
+            for index in range(tested, top):
+                current, avg = self.feed_numbers(index)
+                if query.matches(current, avg):
+                    matches.append(index)
+            self._matching[query] = (max(tested, top), matches)
+            return matches
+
+    def feed_numbers(self, index: int) -> tuple[list[int], list[list[int]]]:
+        """``current`` and ``avg`` (``[date range][price type]``) of feed deal ``index``."""
+        base = self._base(self.asin(index))
+        return base["feed_current"], [base["avg"][days] for days in DATE_RANGES]
 
     # -- per ASIN -------------------------------------------------------------------------------
     def is_viable(self, asin: str) -> bool:
+        """Viable on fresh stats: a peek's verdict passes."""
         return self._base(asin)["viable"]
+
+    def passes_screen(self, asin: str) -> bool:
+        """The deal's feed numbers pass the default viability rule."""
+        return self._base(asin)["passes"]
 
     def offers_found(self, asin: str) -> int:
         return self._base(asin)["offers"]
 
     def _make_base(self, asin: str) -> dict:
         rng = random.Random(f"{self.seed}:{asin}")
-        viable = rng.random() < self.viable_fraction
-        list_price = rng.randrange(999, 19_999)
+        draw, passing = rng.random(), self.screen_pass_fraction
+        passes = draw < passing
+        if passes:
+            viable = draw / passing < self.viable_fraction
+        else:
+            viable = (draw - passing) / (1 - passing) < self.screen_miss_fraction
+        list_price = rng.randrange(1_999, 19_999)
         avg90 = int(list_price * rng.uniform(0.6, 0.95))
         new = int(avg90 * (rng.uniform(0.5, 0.75) if viable else rng.uniform(0.85, 1.1)))
         rank = rng.randrange(500, 50_000) if viable else rng.randrange(20_000, 2_000_000)
@@ -117,17 +174,29 @@ class Catalogue:
             avg[days] = row
         image = "".join(rng.choice(_ALPHABET + "abcdefghijklmnopqrstuvwxyz") for _ in range(11)) + ".jpg"
         return {
-            "viable": viable, "offers": offers, "current": current, "avg": avg,
+            "viable": viable, "passes": passes, "offers": offers, "current": current, "avg": avg,
+            "feed_current": current if passes == viable else self._feed_current(asin, current, avg90, passes),
             "drops30": rng.randrange(15, 60) if viable else rng.randrange(0, 9),
             "root": rng.choice(_ROOTS), "title": f"{rng.choice(_WORDS)} {rng.choice(_THINGS)} "
             f"{rng.choice(_ALPHABET)}{rng.randrange(100, 999)}", "image": image,
             "updated": self.start_minute - rng.randrange(0, BACKLOG_SPAN_MINUTES),
         }
 
+    def _feed_current(self, asin: str, fresh: list[int], avg90: int, passes: bool) -> list[int]:
+        """The deal's ``current`` when Keepa noticed it, for an ASIN whose fresh stats tell the other
+        story: the NEW price (and the types that follow it) and the sales rank as they were then."""
+        rng = random.Random(f"{self.seed}:{asin}:feed")
+        current = list(fresh)
+        new = int(avg90 * (rng.uniform(0.5, 0.75) if passes else rng.uniform(0.85, 1.1)))
+        current[NEW] = current[NEW_FBA] = current[BUY_BOX_SHIPPING] = new
+        if passes:
+            current[SALES] = rng.randrange(500, 50_000)
+        return current
+
     def _make_deal(self, index: int) -> dict:
         asin = self.asin(index)
         base = self._base(asin)
-        current = base["current"]
+        current = base["feed_current"]
         seen = self.start_minute + int(self.appears_at(index))
         avg = [base["avg"][days] for days in DATE_RANGES]
         priced = [t for t, c in enumerate(current) if c >= 0]  # an average is -1 where current is
@@ -135,10 +204,7 @@ class Catalogue:
         for row in avg:
             drow, prow = [0] * PRICE_TYPES, [0] * PRICE_TYPES
             for t in priced:
-                a = row[t]
-                if a >= 0:
-                    drow[t] = d = current[t] - a
-                    prow[t] = round(d * 100 / a) if a > 0 else 0
+                drow[t], prow[t] = delta_of(current[t], row[t])
             delta.append(drow)
             percent.append(prow)
         return {

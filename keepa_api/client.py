@@ -146,7 +146,12 @@ class KeepaClient:
 
     # -- the four calls -----------------------------------------------------------------------
     def deals(self, selection: Mapping, page: int = 0) -> DealPage:
-        """One page (up to 150 deals) of the deal feed; Keepa takes the page inside ``selection``."""
+        """One page (up to 150 deals) of the deal feed; Keepa takes the page inside ``selection``.
+
+        ``selection`` may carry Keepa's range options (``isRangeEnabled`` with ``currentRange``,
+        ``deltaPercentRange``, ``salesRankRange``, ...; see :mod:`keepa_api.deal_query`): the feed
+        then holds only the deals inside them, and a malformed range raises
+        :class:`~keepa_deals.errors.RequestRejected` (HTTP 400) naming the field."""
         if page < 0:
             raise ValueError(f"page must be >= 0, got {page}")
         query = {"domainId": self.settings.domain, **selection, "page": page}

@@ -25,6 +25,7 @@ from functools import lru_cache
 import orjson
 
 from keepa_api.catalogue import PRICE_TYPES, Catalogue
+from keepa_api.deal_query import DealFilter, deal_filter
 from keepa_api.tokens import CAP_MINUTES, REFILL_PERIOD_MS, Envelope, TokenBucket
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,8 @@ class KeepaService:
         if domain not in DOMAINS:
             raise BadRequest(f"domain {domain} is not a valid Amazon locale")
         if path == "/deal":
-            page = self._deal_selection(params)
-            return DEAL_PAGE_COST, lambda env, minutes: self._deal_body(page, minutes, env)
+            page, query = self._deal_selection(params)
+            return DEAL_PAGE_COST, lambda env, minutes: self._deal_body(page, minutes, env, query)
         asins = params.get("asin", "")
         items = [a for a in asins.split(",") if a]
         if not 1 <= len(items) <= 100:
@@ -194,7 +195,7 @@ class KeepaService:
 
         return cost, products
 
-    def _deal_selection(self, params: dict[str, str]) -> int:
+    def _deal_selection(self, params: dict[str, str]) -> tuple[int, DealFilter | None]:
         try:
             selection = json.loads(params.get("selection") or "null")
         except ValueError:
@@ -216,20 +217,25 @@ class KeepaService:
             raise BadRequest(f"page must be an integer, got {str(page)[:20]!r}") from None
         if not 0 <= page <= MAX_DEAL_PAGE:
             raise BadRequest(f"page must be between 0 and {MAX_DEAL_PAGE}, got {page}")
-        if selection.get("dateRange", 0) not in (0, 1, 2, 3):
+        date_range = selection.get("dateRange", 0)
+        if isinstance(date_range, bool) or date_range not in (0, 1, 2, 3):
             raise BadRequest("selection.dateRange must be 0, 1, 2 or 3")
-        return page
+        try:
+            query = deal_filter(selection, types[0])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return page, query
 
     # -- bodies ----------------------------------------------------------------------------------
     @staticmethod
     def _body(payload: dict, envelope: Envelope) -> bytes:
         return orjson.dumps({**payload, **envelope.to_json()})
 
-    def _deal_body(self, page: int, minutes: float, envelope: Envelope) -> bytes:
-        key = (self.catalogue.feed_size(minutes), page)
+    def _deal_body(self, page: int, minutes: float, envelope: Envelope, query: DealFilter | None = None) -> bytes:
+        key = (self.catalogue.feed_size(minutes), page, query)
         deals = self._page_cache.get(key)
         if deals is None:
-            rows = self.catalogue.feed_page(minutes, page, DEALS_PER_PAGE)
+            rows = self.catalogue.feed_page(minutes, page, DEALS_PER_PAGE, query)
             roots = sorted({d["rootCat"] for d in rows})
             deals = orjson.dumps({"dr": rows, "categoryIds": roots, "categoryNames": [str(r) for r in roots],
                                   "categoryCount": [sum(d["rootCat"] == r for d in rows) for r in roots]})

@@ -7,6 +7,7 @@ import json
 import sys
 
 from keepa_deals.errors import ConfigError, KeepaDealsError
+from keepa_deals.progress import PROGRESS_S
 
 POLICIES = ("governor", "legacy", "fifo")
 
@@ -75,7 +76,19 @@ def _supervise(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from keepa_deals.stack import up
 
-    return up()
+    if args.progress_seconds < 0:
+        raise ConfigError(f"--progress-seconds must be 0 (no progress lines) or more, got {args.progress_seconds}")
+    return up(args.progress_seconds)
+
+
+def _redis_guard(args: argparse.Namespace) -> int:
+    from keepa_deals.redis_guard import guard
+
+    _settings()
+    argv = args.redis_argv[1:] if args.redis_argv[:1] == ["--"] else args.redis_argv
+    if not argv:
+        raise ConfigError("redis-guard needs the redis-server command line after --")
+    return guard(args.port, argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,13 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     sup = sub.add_parser("supervise", help="run a role and restart it if it dies unasked")
     sup.add_argument("role", nargs=argparse.REMAINDER)
     sup.set_defaults(func=_supervise)
-    sub.add_parser("up", help="the whole stack on the embedded default (what make run runs)").set_defaults(func=_up)
+    run = sub.add_parser("up", help="the whole stack on the embedded default (what make run runs)")
+    run.add_argument("--progress-seconds", type=float, default=PROGRESS_S,
+                     help="seconds between progress lines (deals, tokens, pending, why the first waits); 0: none")
+    run.set_defaults(func=_up)
+    guard = sub.add_parser("redis-guard", help="(used by up) run redis-server, stop it after the stack's clients")
+    guard.add_argument("--port", type=int, required=True)
+    guard.add_argument("redis_argv", nargs=argparse.REMAINDER)
+    guard.set_defaults(func=_redis_guard)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in ("up", "redis-guard"):  # started by `up`: end with it (keepa_deals.lifeline)
+        from keepa_deals.lifeline import follow_up
+
+        follow_up()
     try:
         return args.func(args)
     except KeepaDealsError as exc:

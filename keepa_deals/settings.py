@@ -22,6 +22,8 @@ DEFAULTS = {
     "METRICS_PORT": "9300",
     "KEEPA_MINUTE_SECONDS": "60",
     "LOG_LEVEL": "INFO",
+    "KEEPA_SCREEN_QUERY": "on",
+    "KEEPA_SCREEN_DEALS": "on",
 }
 
 
@@ -34,6 +36,13 @@ def _int(env: dict, name: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _switch(env: dict, name: str) -> bool:
+    raw = env.get(name, DEFAULTS[name]).strip().lower()
+    if raw not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, got {raw[:20]!r}")
+    return raw == "on"
 
 
 def _url(env: dict, name: str, schemes: tuple[str, ...]) -> str:
@@ -58,6 +67,8 @@ class Settings:
     metrics_port: int
     keepa_minute_seconds: float
     log_level: str
+    screen_query: bool = True      # the deal query carries the viability rule's ranges
+    screen_deals: bool = True      # each feed deal is screened on its own numbers before any peek
 
     @property
     def embedded_keepa(self) -> bool:
@@ -96,4 +107,6 @@ def load_settings(env: dict | None = None) -> Settings:
         metrics_port=_int(env, "METRICS_PORT", 1, 65535),
         keepa_minute_seconds=minute_s,
         log_level=level,
+        screen_query=_switch(env, "KEEPA_SCREEN_QUERY"),
+        screen_deals=_switch(env, "KEEPA_SCREEN_DEALS"),
     )

@@ -10,17 +10,22 @@ import redis
 
 from actors.ledger import Ledger
 from governor.model import CLASSES
+from governor.spend import spent_since, tokens_per_deal, window_start_ms
 from keepa_deals.settings import Settings
 
-HOUR_MS = 3_600_000
 
-
-def collect(settings: Settings, now_ms: int | None = None, store=None) -> dict:
+def collect(settings: Settings, now_ms: int | None = None, store=None, client: redis.Redis | None = None) -> dict:
+    """The status document: the governor's snapshot read from Redis (``client``, default a new one
+    on REDIS_URL) and the counts of ``store`` (default: the database DATABASE_URL names)."""
     from storage.store import open_store
 
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    snap = Ledger(redis.Redis.from_url(settings.redis_url)).read_snapshot()
-    store = store or open_store(settings.database_url)
+    snap = Ledger(client or redis.Redis.from_url(settings.redis_url)).read_snapshot()
+    return document(snap, store or open_store(settings.database_url), now)
+
+
+def document(snap: dict | None, store, now: int) -> dict:
+    """The status document from a governor snapshot (None: no governor state yet) and a store."""
     explanations = (snap or {}).get("explanations", [])
     pending = {}
     for cls in CLASSES:
@@ -32,6 +37,9 @@ def collect(settings: Settings, now_ms: int | None = None, store=None) -> dict:
             "runs_at_ms": first["eta_ms"] if first else None,
         }
     recharge = (snap or {}).get("recharge", {})
+    hour_ago = window_start_ms(now)  # this minute and the 59 before, for tokens and deals alike
+    spent = spent_since((snap or {}).get("tokens_spent_by_minute"), hour_ago)
+    ingested_last_hour = store.deals_ingested_since(hour_ago)
     return {
         "now_ms": now,
         "governor_seen": snap is not None,
@@ -44,10 +52,14 @@ def collect(settings: Settings, now_ms: int | None = None, store=None) -> dict:
         "recharge_high": recharge.get("high"),
         "pending": pending,
         "last_grant_ms": (snap or {}).get("last_grant_ms"),
+        "keepa_clock_offset_ms": (snap or {}).get("keepa_clock_offset_ms"),   # this host's clock less Keepa's
         "last_error": (snap or {}).get("last_error"),
         "deals_stored": store.deals_stored(),
         "deals_ingested": store.deals_ingested(),
-        "deals_ingested_last_hour": store.deals_ingested_since(now - HOUR_MS),
+        "deals_ingested_last_hour": ingested_last_hour,
+        "deals_screened_out": store.deals_screened_out(),
+        "tokens_spent_last_hour": spent,
+        "tokens_per_deal": round(tokens_per_deal(spent, ingested_last_hour), 2),
         "candidates_waiting": store.candidates_waiting(),
         "watermark_age_s": _seconds(store.watermark_age_ms(now)),
     }
@@ -85,7 +97,10 @@ def render(doc: dict) -> str:
         lines.append(line)
     lines.append(f"last grant {_ago(now, doc['last_grant_ms'])}; watermark age {doc['watermark_age_s']} s")
     lines.append(f"deals: {doc['deals_stored']} stored, {doc['deals_ingested']} ingested "
-                 f"({doc['deals_ingested_last_hour']} in the last hour), {doc['candidates_waiting']} candidates")
+                 f"({doc['deals_ingested_last_hour']} in the last hour), {doc['candidates_waiting']} candidates, "
+                 f"{doc['deals_screened_out']} screened out")
+    lines.append(f"tokens per deal: {doc['tokens_per_deal']:g} over the last hour "
+                 f"({doc['tokens_spent_last_hour']} tokens spent)")
     err = doc["last_error"]
     lines.append("last Keepa error: none" if not err else
                  f"last Keepa error {_ago(now, err['at_ms'])}: {err['endpoint']} {err['outcome']} {err['message']}")

@@ -23,7 +23,10 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from governor.spend import window_start_ms
+from keepa_deals.lifeline import stop_on_signals
 from metrics.families import INGEST_WINDOW_MINUTES, DatabaseCounts, families
+from metrics.stalls import StallReadings, read_database, read_scheduler_tick, stall_families
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class CountStore(Protocol):
     def last_ingested_ms(self) -> int | None: ...
     def candidates_waiting(self) -> int: ...
     def watermark_age_ms(self, now_ms: int) -> int | None: ...
+    def feed_last_scan_ms(self) -> int | None: ...
+    def oldest_claim_ms(self) -> int | None: ...
+    def deals_screened_out(self) -> int: ...
 
 
 def wall_clock_ms() -> int:
@@ -68,6 +74,8 @@ def read_counts(store: CountStore, now_ms: int) -> DatabaseCounts:
         last_ingested_ms=store.last_ingested_ms(),
         candidates_waiting=int(store.candidates_waiting()),
         watermark_age_ms=store.watermark_age_ms(now_ms),
+        deals_ingested_last_hour=int(store.deals_ingested_since(window_start_ms(now_ms))),
+        deals_screened_out=int(store.deals_screened_out()),
     )
 
 
@@ -79,32 +87,37 @@ class KeepaCollector:
     """
 
     def __init__(self, redis_client, store: CountStore | None, *, now_ms: Callable[[], int] = wall_clock_ms,
-                 snapshot_key: str = SNAPSHOT_KEY):
+                 snapshot_key: str = SNAPSHOT_KEY, minute_seconds: float = 60.0):
         self._redis = redis_client
         self._store = store
         self._now_ms = now_ms
         self._key = snapshot_key
+        self._minute_s = minute_seconds   # a Keepa minute in real seconds (the plan's scan interval)
         self._lock = threading.Lock()  # scrapes may overlap; stores need not be thread-safe
 
     def collect(self):
         with self._lock:
             now_ms = self._now_ms()
             snap, counts = None, None
+            stalls: dict = {}
             up = {"redis": False, "database": False}
             try:
                 snap = read_snapshot(self._redis, self._key)
+                stalls["scheduler_tick_ms"] = read_scheduler_tick(self._redis)
                 up["redis"] = True
             except Exception as exc:  # any Redis failure must not fail the scrape
                 log.warning("cannot read the governor snapshot from Redis: %s", exc)
             if self._store is not None:
                 try:
                     counts = read_counts(self._store, now_ms)
+                    stalls["feed_last_scan_ms"], stalls["oldest_claim_ms"] = read_database(self._store)
                     up["database"] = True
                 except Exception as exc:  # any database failure must not fail the scrape
                     log.warning("cannot read deal counts from the database: %s", exc)
                 finally:
                     self._release_connection()
         yield from families(snap, counts, now_ms, up)
+        yield from stall_families(StallReadings(**stalls), snap, now_ms, self._minute_s)
 
     def _release_connection(self) -> None:
         """Scrapes run on short-lived server threads: close this thread's connection, if the store
@@ -118,10 +131,10 @@ class KeepaCollector:
 
 
 def build_registry(redis_client, store: CountStore | None, *, now_ms: Callable[[], int] = wall_clock_ms,
-                   multiproc_dir: str | None = None) -> CollectorRegistry:
+                   multiproc_dir: str | None = None, minute_seconds: float = 60.0) -> CollectorRegistry:
     """A registry with the keepa collector and, if ``multiproc_dir`` is given, the Dramatiq metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(KeepaCollector(redis_client, store, now_ms=now_ms))
+    registry.register(KeepaCollector(redis_client, store, now_ms=now_ms, minute_seconds=minute_seconds))
     if multiproc_dir:
         os.makedirs(multiproc_dir, exist_ok=True)
         MultiProcessCollector(registry, path=multiproc_dir)
@@ -158,7 +171,8 @@ def start(settings, store: CountStore | None, *, redis_client=None,
         import redis
 
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    registry = build_registry(redis_client, store, now_ms=now_ms, multiproc_dir=os.environ.get(MULTIPROC_ENV))
+    registry = build_registry(redis_client, store, now_ms=now_ms, multiproc_dir=os.environ.get(MULTIPROC_ENV),
+                              minute_seconds=settings.keepa_minute_seconds)
     server, thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     exporter = Exporter(server, thread, settings.metrics_host)
     log.info("metrics exporter serving %s", exporter.url)
@@ -171,10 +185,10 @@ def serve(settings, store_factory: Callable[[object], CountStore] | None = None)
     ``store_factory(settings)`` builds the store (default: ``storage.store.open_store(DATABASE_URL)``).
     """
     store = (store_factory or _default_store)(settings)
-    stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda _signum, _frame: stop.set())
+        stop = stop_on_signals((signal.SIGTERM, signal.SIGINT))  # safe when several arrive at once
+    else:
+        stop = threading.Event()
     exporter = start(settings, store)
     try:
         stop.wait()

@@ -18,6 +18,7 @@ from prometheus_client.utils import floatToGoString
 
 from governor.model import CLASSES
 from governor.snapshot import WAIT_BUCKETS_S
+from governor.spend import spent_since, tokens_per_deal, window_start_ms
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class DatabaseCounts:
     last_ingested_ms: int | None
     candidates_waiting: int
     watermark_age_ms: int | None
+    deals_ingested_last_hour: int = 0   # committed since governor.spend.window_start_ms(now)
+    deals_screened_out: int = 0         # feed deals set aside on their own numbers (never peeked)
 
 
 def _num(value, default: float = 0.0) -> float:
@@ -170,6 +173,24 @@ def database_families(counts: DatabaseCounts | None) -> list:
                "0 if none.", _ms_to_s(c.last_ingested_ms)),
         _gauge("keepa_watermark_age_seconds", "Seconds since a feed scan last moved the watermark (the newest "
                "deal time fully scanned); 0 if there is none yet.", _ms_to_s(c.watermark_age_ms)),
+        CounterMetricFamily("keepa_deals_screened_out", "Feed deals set aside on their own numbers before any "
+                            "peek (no token spent on them), from the database, in deals.",
+                            value=c.deals_screened_out),
+        _gauge("keepa_deals_ingested_last_hour", "Deals committed in the last hour (this minute and the 59 "
+               "before), from the database, in deals.", c.deals_ingested_last_hour),
+    ]
+
+
+def efficiency_families(snap: dict | None, counts: DatabaseCounts | None, now_ms: int) -> list:
+    """Tokens spent over the last hour (the governor's per-minute record) and per deal ingested in it."""
+    spent = spent_since((snap or {}).get("tokens_spent_by_minute"), window_start_ms(now_ms))
+    deals = counts.deals_ingested_last_hour if counts is not None else 0
+    return [
+        _gauge("keepa_tokens_spent_last_hour", "Tokens Keepa charged for the governor's grants in the last hour "
+               "(this minute and the 59 before), in tokens.", float(spent)),
+        _gauge("keepa_tokens_per_deal", "Tokens spent in the last hour per deal ingested in it, in tokens per "
+               "deal; with no deal ingested it equals the tokens spent (counted as one deal), 0 when idle.",
+               tokens_per_deal(spent, deals)),
     ]
 
 
@@ -185,4 +206,5 @@ def families(snap: dict | None, counts: DatabaseCounts | None, now_ms: int,
              source_up: dict[str, bool] | None = None) -> list:
     """Every keepa-deals metric family for one scrape."""
     up = source_up if source_up is not None else {"redis": snap is not None, "database": counts is not None}
-    return [*governor_families(snap, now_ms), *database_families(counts), source_family(up)]
+    return [*governor_families(snap, now_ms), *database_families(counts), *efficiency_families(snap, counts, now_ms),
+            source_family(up)]

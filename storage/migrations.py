@@ -15,12 +15,13 @@ match; ``playhouse.migrate.SchemaMigrator.from_database(db)`` gives the column o
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 import peewee
 
 from storage.db import describe, drop_connection, storage_error, write_transaction
-from storage.models import WATERMARK_ID, Tables, bind_models
+from storage.models import STATES, WATERMARK_ID, Tables, bind_models
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,52 @@ def _mark_moved(db: peewee.Database, t: Tables) -> None:
     W.update(mark_moved_ms=W.updated_ms).where(W.mark_ms.is_null(False), W.mark_moved_ms.is_null()).execute()
 
 
+_STATE_CHECK = re.compile(r"state\s+IN\s*\([^)]*\)", re.IGNORECASE)
+
+
+def _screened_state(db: peewee.Database, t: Tables) -> None:
+    """Let a light record be ``screened`` (a feed deal set aside on its own numbers, with the reason):
+    the state column's CHECK constraint takes the states of :data:`storage.models.STATES`.
+    PostgreSQL replaces the constraint; SQLite cannot alter one, so the table is rebuilt the way
+    SQLite's documentation describes (new table from the stored definition with the new list, copy,
+    drop, rename, indexes again), inside this step's transaction. Columns added by other steps are
+    kept, whatever their order."""
+    table = t.LightDeal._meta.table_name
+    check = f"state IN ({', '.join(repr(s) for s in STATES)})"
+    if isinstance(db, peewee.PostgresqlDatabase):
+        names = [n for (n,) in db.execute_sql(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c' "
+            "AND pg_get_constraintdef(oid) LIKE %s", (table, "%state%")).fetchall()]
+        for name in names:
+            db.execute_sql(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        db.execute_sql(f"ALTER TABLE {table} ADD CONSTRAINT {table}_state_check CHECK ({check})")
+        return
+    (create,) = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                               (table,)).fetchone()
+    if check in create:  # made by this release's step 1 already
+        return
+    indexes = [sql for (sql,) in db.execute_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,))]
+    rebuilt = f"{table}__step4"
+    head, _, rest = create.partition("(")
+    db.execute_sql(f'CREATE TABLE "{rebuilt}" (' + _STATE_CHECK.sub(check, rest, count=1))
+    db.execute_sql(f'INSERT INTO "{rebuilt}" SELECT * FROM "{table}"')
+    db.execute_sql(f'DROP TABLE "{table}"')
+    db.execute_sql(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')
+    for sql in indexes:
+        db.execute_sql(sql)
+
+
 Step = tuple[int, str, Callable[[peewee.Database, Tables], None]]
 
 STEPS: list[Step] = [
     (1, "light deals, committed deals and the watermark", _create_tables),
     (2, "the single watermark row", _seed_watermark),
     (3, "when the watermark last moved", _mark_moved),
+    (4, "light deals may be screened out on their own numbers", _screened_state),
 ]
 
-LATEST = STEPS[-1][0]
+LATEST = max(version for version, _, _ in STEPS)
 
 
 def schema_version(db: peewee.Database) -> int:

@@ -3,7 +3,8 @@
 The models here are unbound; :func:`bind_models` makes a set bound to one database, so several
 databases (SQLite and PostgreSQL in one test session, say) never share or swap a binding.
 
-    light_deal      one row per ASIN seen in the deal feed, and where it is in the pipeline
+    light_deal      one row per ASIN seen in the deal feed, and where it is in the pipeline (a
+                    screened-out deal keeps the screen's reason)
     deal            the committed, visible deals (the fields of pipeline.commit.DealRecord)
     watermark       one row (id 1): the feed watermark and the scan cursor
     schema_version  one row per migration step applied
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 import peewee
 
 NEW, PEEKING, REJECTED, VIABLE, COMMITTED = "new", "peeking", "rejected", "viable", "committed"
-STATES = (NEW, PEEKING, REJECTED, VIABLE, COMMITTED)
+SCREENED = "screened"           # set aside on the feed deal's own numbers: never peeked (schema step 4)
+STATES = (NEW, PEEKING, REJECTED, VIABLE, COMMITTED, SCREENED)
 WATERMARK_ID = 1
 _STATE_LIST = ", ".join(f"'{state}'" for state in STATES)
 

@@ -24,7 +24,7 @@ def _greatest(column: str, p: str) -> str:
 
 @dataclass(frozen=True)
 class Statements:
-    light_upsert: str        # asin, deal_time_ms, now_ms, now_ms: insert, or refresh (one statement)
+    light_upsert: str        # asin, deal_time_ms, now_ms, now_ms, state, reason: insert, or refresh times
     light_insert: str        # asin, deal_time_ms, now_ms, now_ms
     light_refresh: str       # deal_time_ms x2, now_ms x2, asin
     verdict: str             # state, reason, now_ms x2, asin
@@ -38,7 +38,7 @@ def statements(p: str) -> Statements:
     light = "INSERT INTO light_deal (asin, deal_time_ms, first_seen_ms, last_seen_ms, state, reason) "
     rest = DEAL_COLUMNS[1:]
     return Statements(
-        light_upsert=(f"{light}VALUES ({p}, {p}, {p}, {p}, '{NEW}', '') ON CONFLICT (asin) DO UPDATE SET "
+        light_upsert=(f"{light}VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (asin) DO UPDATE SET "
                       f"deal_time_ms = {_greatest('light_deal.deal_time_ms', 'excluded.deal_time_ms')}, "
                       f"last_seen_ms = {_greatest('light_deal.last_seen_ms', 'excluded.last_seen_ms')}"),
         light_insert=f"{light}VALUES ({p}, {p}, {p}, {p}, '{NEW}', '') ON CONFLICT (asin) DO NOTHING",

@@ -7,7 +7,9 @@ from :mod:`pipeline`, or :class:`keepa_deals.errors.StorageError`
 (:class:`~keepa_deals.errors.DatabaseUnavailable` when retrying later will do); never a model.
 
 A light record moves ``new -> peeking -> rejected | viable -> committed``; ``peeking`` claims of a
-crashed worker go back to ``new`` with :meth:`Store.requeue_stale_claims`.
+crashed worker go back to ``new`` with :meth:`Store.requeue_stale_claims`. A feed deal the screen
+set aside on its own numbers (:mod:`pipeline.screen`) is stored ``screened`` with the reason and
+stays there: it is never claimed for a peek, and seeing it again only refreshes its times.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from storage.db import (
     write_transaction,
 )
 from storage.migrations import migrate
-from storage.models import NEW, PEEKING, REJECTED, STATES, VIABLE, WATERMARK_ID, bind_models
+from storage.models import NEW, PEEKING, REJECTED, SCREENED, STATES, VIABLE, WATERMARK_ID, bind_models
 from storage.statements import DEAL_COLUMNS, statements
 
 log = logging.getLogger(__name__)
@@ -87,13 +89,18 @@ class Store:
         return inserted
 
     @_guarded
-    def upsert_deals(self, deals: Iterable[tuple[str, int]], now_ms: int) -> int:
-        """Store or refresh the light records of a feed page, ``(asin, deal_time_ms)`` each: every ASIN
-        its own one-statement transaction, the write lock taken once for the page. How many written."""
+    def upsert_deals(self, deals: Iterable[tuple], now_ms: int) -> int:
+        """Store or refresh the light records of a feed page, ``(asin, deal_time_ms)`` or
+        ``(asin, deal_time_ms, screened_reason)`` each: a new ASIN with a reason is stored
+        ``screened`` (never a candidate), one without (or with ``None``) becomes a candidate; a known
+        ASIN keeps its state and reason. Every ASIN its own one-statement transaction, the write lock
+        taken once for the page. How many written."""
         sql, count = self._sql.light_upsert, 0
         with statement_writes(self.db) as run:
-            for asin, deal_time_ms in deals:
-                run(sql, (asin, deal_time_ms, now_ms, now_ms))
+            for asin, deal_time_ms, *screened in deals:
+                reason = screened[0] if screened else None
+                state = NEW if reason is None else SCREENED
+                run(sql, (asin, deal_time_ms, now_ms, now_ms, state, reason or ""))
                 count += 1
         return count
 
@@ -238,10 +245,33 @@ class Store:
         return counts
 
     @_guarded
+    def deals_screened_out(self) -> int:
+        """Feed deals set aside on their own numbers (state ``screened``): no token was spent on them."""
+        L = self._t.LightDeal
+        return L.select().where(L.state == SCREENED).count()
+
+    @_guarded
     def candidates_waiting(self) -> int:
         """New ASINs not yet claimed for a peek."""
         L = self._t.LightDeal
         return L.select().where(L.state == NEW).count()
+
+    @_guarded
+    def feed_last_scan_ms(self) -> int | None:
+        """When (this system's clock) a feed scan last stored a page: a scan writes the watermark row
+        after every page it reads, whether the page held anything new or not, the page that ends the
+        scan included. None before the first page. The stall alerts tell "scans stopped" from "scans
+        run and find nothing new" by it."""
+        W = self._t.WatermarkRow
+        return W.select(W.updated_ms).where(W.id == WATERMARK_ID).scalar()
+
+    @_guarded
+    def oldest_claim_ms(self) -> int | None:
+        """When the oldest candidate still claimed for a peek (state ``peeking``) was claimed; None if
+        no candidate is claimed. A claim lives for one peek call; the scheduler returns those of a
+        crashed worker after ten Keepa minutes, so an old one means claims are stuck."""
+        L = self._t.LightDeal
+        return L.select(peewee.fn.MIN(L.claimed_ms)).where(L.state == PEEKING).scalar()
 
     @_guarded
     def watermark_age_ms(self, now_ms: int) -> int | None:

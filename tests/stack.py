@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 from actors.ledger import Ledger
+from keepa_api.catalogue import Catalogue
 from keepa_api.server import FakeKeepa
 from storage.store import open_store
 from tests.services import RedisServer, free_port
@@ -65,6 +66,13 @@ class Stack:
         self.workdir = workdir
         self.redis_server = DurableRedis(str(workdir))
         self.redis_server.start()
+        if "catalogue" not in keepa:
+            # every feed deal passes the screen and 10 % are viable on the peek: the workload these
+            # tests were written for (candidates waiting, peeks and commits in flight); the screen
+            # itself is tested through the actors' path in tests/test_steps.py
+            epoch_ms = keepa.setdefault("epoch_ms", int(time.time() * 1000))
+            keepa["catalogue"] = Catalogue(keepa.get("seed", 1), start_minute=epoch_ms // 60_000 - 21_564_000,
+                                           screen_pass_fraction=1.0, viable_fraction=0.1)
         self.keepa = FakeKeepa(refill_per_minute=refill_per_minute, minute_seconds=minute_s, **keepa)
         self.keepa_url = self.keepa.start()
         self.db_url = f"sqlite:///{workdir}/deals.db"

@@ -16,6 +16,8 @@ CONFIG = PROMETHEUS / "prometheus.yml"
 ALERTS = {"KeepaDealsStalled", "KeepaGovernorAbsent", "KeepaGovernorNotGranting", "KeepaRechargeStuck",
           "KeepaTokenDeficitTooDeep", "KeepaRateLimitStorm", "KeepaApiKeyRejected", "KeepaCallsFailing",
           "KeepaMetricsTargetDown", "KeepaMetricsSourceDown"}
+STALL_ALERTS = {"KeepaFeedScansStopped", "KeepaClaimsStuck", "KeepaSchedulerDead"}   # issue 13: every stall pages
+ALERTS |= STALL_ALERTS
 
 
 def promtool(*args: str) -> str:
@@ -47,7 +49,7 @@ def quiet_and_firing(text: str) -> tuple[set[str], set[str]]:
 
 
 def test_promtool_accepts_the_alert_rules():
-    assert "SUCCESS: 10 rules found" in promtool("check", "rules", RULES.name)
+    assert f"SUCCESS: {len(ALERTS)} rules found" in promtool("check", "rules", RULES.name)
 
 
 def test_every_alert_fires_and_stays_quiet_where_the_rule_tests_say():
@@ -81,6 +83,32 @@ def test_a_normal_45_minute_recharge_is_checked_against_every_alert_and_fires_no
     quiet, firing = quiet_and_firing(normal)
     assert quiet == ALERTS
     assert firing == set()
+
+
+def severities() -> dict[str, str]:
+    return {name: re.search(r"severity: (\w+)", block).group(1) for name, block in rule_blocks().items()}
+
+
+def test_a_100_minute_deficit_repayment_on_20_per_minute_is_checked_against_every_alert_and_pages_no_one():
+    case = next(text for name, text in rule_test_cases().items() if "100-minute deficit repayment" in name)
+    quiet, firing = quiet_and_firing(case)
+    assert quiet == ALERTS
+    pages = {name for name, severity in severities().items() if severity == "page"}
+    assert firing == {"KeepaTokenDeficitTooDeep"} and not firing & pages   # a warning: the deficit came from outside
+
+
+def test_each_stall_kind_pages_whether_or_not_work_is_queued():
+    """Frozen feed, stuck claims and a dead scheduler each have a case that fires a page, and none of
+    their expressions asks for work waiting (the older stall rule does: its `> 0` is what this looks
+    for)."""
+    cases = rule_test_cases()
+    for alert in STALL_ALERTS:
+        assert severities()[alert] == "page", alert
+        expr = re.search(r"expr: \|\n(.*?)\n\s+for:", rule_blocks()[alert], re.S).group(1)
+        assert not re.search(r"(keepa_requests_pending|keepa_candidates_waiting)[^\n]*> 0", expr), alert
+        assert any(alert in quiet_and_firing(text)[1] for text in cases.values()), alert
+    frozen = next(text for name, text in cases.items() if name.startswith("scans stopped"))
+    assert "keepa_requests_pending" not in frozen and "keepa_candidates_waiting" not in frozen
 
 
 def test_alert_rules_name_only_metrics_the_exporter_exports_or_prometheus_adds():

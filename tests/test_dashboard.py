@@ -107,7 +107,8 @@ def test_the_dashboard_picks_its_datasource_through_a_variable_not_an_import_pla
 def test_the_dashboard_has_the_panels_operators_need():
     titles = " | ".join(p["title"].lower() for p in panels())
     for needed in ("balance and recharge", "deals ingested per minute", "pending requests per class",
-                   "grant wait per class", "tokens consumed per minute by class", "keepa errors"):
+                   "grant wait per class", "tokens consumed per minute by class", "keepa errors",
+                   "tokens per deal", "screened out"):
         assert needed in titles, needed
     ids = [p["id"] for p in dashboard()["panels"]]
     assert len(ids) == len(set(ids)), "panel ids are unique"

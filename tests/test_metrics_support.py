@@ -13,6 +13,7 @@ from governor.model import Request
 from governor.policy import Governor
 from governor.snapshot import WaitHistogram, snapshot
 from keepa_api.tokens import Envelope
+from metrics.exporter import SNAPSHOT_KEY
 
 NOW_MS = 1_700_000_000_000
 EXPECTED_NAMES = {
@@ -24,15 +25,21 @@ EXPECTED_NAMES = {
     "keepa_last_deal_ingested_timestamp_seconds", "keepa_recharge_entries", "keepa_recharge_timeouts",
     "keepa_governor_leader", "keepa_governor_up", "keepa_governor_snapshot_age_seconds",
     "keepa_refill_rate_tokens_per_minute", "keepa_watermark_age_seconds", "keepa_exporter_source_up",
+    "keepa_feed_last_scan_timestamp_seconds", "keepa_feed_scan_interval_seconds",
+    "keepa_scheduler_last_tick_timestamp_seconds", "keepa_candidate_oldest_claim_age_seconds",
+    "keepa_deals_screened_out", "keepa_deals_ingested_last_hour", "keepa_tokens_spent_last_hour",
+    "keepa_tokens_per_deal",
 }
 
 
 class FakeStore:
     """The counting half of ``storage.store.Store`` with fixed answers; records what it was asked."""
 
-    def __init__(self, stored=0, ingested=0, recent=0, last_ms=None, waiting=0, watermark_ms=None, fail=False):
-        self.stored, self.ingested, self.recent = stored, ingested, recent
+    def __init__(self, stored=0, ingested=0, recent=0, last_ms=None, waiting=0, watermark_ms=None, fail=False,
+                 last_scan_ms=None, oldest_claim_ms=None, screened=0):
+        self.stored, self.ingested, self.recent, self.screened = stored, ingested, recent, screened
         self.last_ms, self.waiting, self.watermark_ms, self.fail = last_ms, waiting, watermark_ms, fail
+        self.last_scan_ms, self.claim_ms = last_scan_ms, oldest_claim_ms
         self.since_asked: list[int] = []
         self.closed = 0
 
@@ -65,20 +72,32 @@ class FakeStore:
         self._check()
         return None if self.watermark_ms is None else now_ms - self.watermark_ms
 
+    def feed_last_scan_ms(self):
+        self._check()
+        return self.last_scan_ms
+
+    def oldest_claim_ms(self):
+        self._check()
+        return self.claim_ms
+    def deals_screened_out(self):
+        self._check()
+        return self.screened
+
     def close(self):
         self.closed += 1
 
 
 class FakeRedis:
-    """``get`` only: returns the stored bytes, or raises if told to."""
+    """``get`` only: the governor snapshot's bytes (``value``) at its key, ``others`` at theirs, or
+    raises if told to."""
 
-    def __init__(self, value=None, error: Exception | None = None):
-        self.value, self.error = value, error
+    def __init__(self, value=None, error: Exception | None = None, others: dict | None = None):
+        self.value, self.error, self.others = value, error, others or {}
 
     def get(self, key):
         if self.error:
             raise self.error
-        return self.value
+        return self.value if key == SNAPSHOT_KEY else self.others.get(key)
 
 
 def governor_snapshot(now_ms: int = NOW_MS) -> dict:
@@ -98,6 +117,9 @@ def governor_snapshot(now_ms: int = NOW_MS) -> dict:
     doc["leader"] = {"id": "governor-a", "since_ms": now_ms - 60_000}
     doc["calls_total"] = {"deal": {"ok": 7, "429": 2}, "commit": {"ok": 3, "402": 1}}
     doc["last_error"] = {"at_ms": now_ms - 1000, "endpoint": "deal", "outcome": "429", "message": "NOT_ENOUGH_TOKEN"}
+    doc["tokens_spent_by_minute"] = [[now_ms // 60_000 * 60_000 - 60 * 60_000, 50],   # an hour ago: left out
+                                     [now_ms // 60_000 * 60_000 - 59 * 60_000, 30],
+                                     [now_ms // 60_000 * 60_000, 12]]
     return json.loads(json.dumps(doc))  # exactly what survives the trip through Redis
 
 

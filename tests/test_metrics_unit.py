@@ -84,7 +84,7 @@ def test_deals_per_minute_is_the_last_five_minutes_of_commits_divided_by_five():
     store = FakeStore(stored=40, ingested=12, recent=3, last_ms=NOW_MS - 90_000, waiting=7,
                       watermark_ms=NOW_MS - 600_000)
     parsed = samples(scrape(FakeRedis(None), store))
-    assert store.since_asked == [NOW_MS - 5 * 60_000]
+    assert store.since_asked[0] == NOW_MS - 5 * 60_000
     assert value(parsed, "keepa_deals_ingested_per_minute") == 0.6
     assert value(parsed, "keepa_deals_ingested_total") == 12
     assert value(parsed, "keepa_deals_stored") == 40

@@ -19,6 +19,8 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +37,8 @@ DEPLOY = ROOT / "deploy" / "prometheus"
 RULES = DEPLOY / "keepa-deals.rules.yml"
 STALL = "KeepaDealsStalled"
 JOB = re.search(r"job_name: (\S+)", (DEPLOY / "prometheus.yml").read_text()).group(1)   # as deployed
+STALL_SERIES = ("keepa_feed_last_scan_timestamp_seconds", "keepa_feed_scan_interval_seconds",
+                "keepa_scheduler_last_tick_timestamp_seconds", "keepa_candidate_oldest_claim_age_seconds")
 REQUIRED = ("keepa_tokens_balance", "keepa_recharge_active", "keepa_deals_ingested_per_minute",
             "keepa_deals_ingested_total")
 
@@ -101,6 +105,15 @@ def test_the_running_stack_serves_metrics_that_promtool_accepts(stack):
     assert value["keepa_deals_ingested_total"] >= stored_before
     assert value["keepa_deals_ingested_per_minute"] > 0          # every deal is younger than the 5-minute window
     assert "keepa_dramatiq_messages_total" in found, "the workers' Dramatiq metrics are not merged in"
+    # the stall series (issue 13), from the running processes: the scheduler ticks every Keepa minute
+    # (0.5 s here) and a scan stored a page before the first deal; the plan is 20/min, so the interval
+    # is 12.5 Keepa minutes; the claims of peeks in progress are seconds old
+    stall = {name: found[name][0][1] for name in STALL_SERIES}
+    scraped_s = time.time()
+    assert 0 <= scraped_s - stall["keepa_scheduler_last_tick_timestamp_seconds"] < 30, stall
+    assert 0 < stall["keepa_feed_last_scan_timestamp_seconds"] <= scraped_s, stall
+    assert stall["keepa_feed_scan_interval_seconds"] == 12.5 * float(stack.env["KEEPA_MINUTE_SECONDS"]), stall
+    assert 0 <= stall["keepa_candidate_oldest_claim_age_seconds"] < 60, stall
 
 
 # -- a real Prometheus -----------------------------------------------------------------------------
@@ -207,15 +220,33 @@ def evaluated_at(prom: Prometheus) -> tuple[float, dict] | None:
     return datetime.fromisoformat(stamp).timestamp(), rule
 
 
-def test_a_real_prometheus_sees_the_stall_alert_go_pending_when_ingestion_stops(tmp_path):
-    rules_text, expr = shortened_stall_rule()
-    stack = Stack(tmp_path)
+@contextmanager
+def stack_and_prometheus(workdir: Path, rules_text: str) -> Iterator[tuple[Stack, Prometheus]]:
+    """A stack (not started) and a Prometheus (not started) scraping its exporter with ``rules_text``;
+    both stopped afterwards, Prometheus's log printed if the test failed."""
+    stack = Stack(workdir)
     prom = None
     try:
+        prom = Prometheus(workdir, f"127.0.0.1:{stack.env['METRICS_PORT']}", rules_text)
+        yield stack, prom
+    except BaseException:
+        if prom is not None:
+            print("prometheus log:\n" + prom.log())
+        raise
+    finally:
+        try:
+            if prom is not None:
+                prom.stop()
+        finally:
+            stack.close()
+
+
+def test_a_real_prometheus_sees_the_stall_alert_go_pending_when_ingestion_stops(tmp_path):
+    rules_text, expr = shortened_stall_rule()
+    with stack_and_prometheus(tmp_path, rules_text) as (stack, prom):
         # Slower Keepa answers stretch the healthy phase: the first feed scan's candidates last long
         # enough for Prometheus to evaluate the rule several times while deals flow and work waits.
         stack.keepa.set_faults(slow_ms=300)
-        prom = Prometheus(tmp_path, f"127.0.0.1:{stack.env['METRICS_PORT']}", rules_text)
         start_stack(stack)
         prom.start()
         assert squeeze(prom.stall_rule()["query"]) == squeeze(expr), "Prometheus did not load the shortened rule"
@@ -268,13 +299,3 @@ def test_a_real_prometheus_sees_the_stall_alert_go_pending_when_ingestion_stops(
         assert stalled["result"], "ALERTS holds no sample of the active alert, so the check above proves nothing"
         print(f"{ingested_healthy} deals while healthy; stall alert pending {pending_after_s:.1f} s after the "
               f"worker died (rule: no deal for {STALL_AFTER_S} s)")
-    except BaseException:
-        if prom is not None:
-            print("prometheus log:\n" + prom.log())
-        raise
-    finally:
-        try:
-            if prom is not None:
-                prom.stop()
-        finally:
-            stack.close()

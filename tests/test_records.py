@@ -24,8 +24,9 @@ CAT = Catalogue(5)
 ENVELOPE = {"timestamp": 1_700_000_000_000, "tokensLeft": 10, "refillIn": 500, "refillRate": 5,
             "tokensConsumed": 5}
 DEAL_BODY = {"deals": {"dr": CAT.feed_page(0, 0)[:3]}, **ENVELOPE}
-PRODUCT_BODY = {"products": [CAT.product(CAT.asin(i), stats_days=90, history=True, offers=20, stock=True)
-                             for i in range(2)], **ENVELOPE}
+WITH_OFFERS = [a for a in map(CAT.asin, range(20)) if CAT.offers_found(a)][:2]  # the tests read offers[0]
+PRODUCT_BODY = {"products": [CAT.product(asin, stats_days=90, history=True, offers=20, stock=True)
+                             for asin in WITH_OFFERS], **ENVELOPE}
 DEAL_ACCESSORS = sorted(name for name, member in vars(Deal).items() if isinstance(member, property))
 
 

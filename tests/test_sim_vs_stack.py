@@ -27,7 +27,7 @@ def mean_commit_cost(catalogue: Catalogue, sample: int = 2000) -> float:
 def test_the_simulator_agrees_with_the_stack_within_15_percent(tmp_path):
     epoch_ms = int(time.time() * 1000)
     catalogue = Catalogue(SEED, start_minute=epoch_ms // 60_000 - 21_564_000, backlog=BACKLOG,
-                          new_per_minute=1.0, viable_fraction=0.1)
+                          new_per_minute=1.0, screen_pass_fraction=1.0, viable_fraction=0.1)
     commit = mean_commit_cost(catalogue)
     stack = Stack(tmp_path, minute_s=MINUTE_S, refill_per_minute=RATE, start_tokens=0, epoch_ms=epoch_ms,
                   catalogue=catalogue)

@@ -125,6 +125,7 @@ def test_a_malformed_message_is_dropped_with_a_clear_error(stack, queue, actor, 
     ("KEEPA_DOMAIN", "99"),
     ("METRICS_PORT", "eighty"),
     ("KEEPA_MINUTE_SECONDS", "-1"),
+    ("KEEPA_SCREEN_DEALS", "maybe"),
 ])
 def test_a_bad_setting_fails_at_start_naming_the_variable(variable, value, tmp_path):
     env = {"PATH": "/usr/bin:/bin", variable: value, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}

@@ -44,9 +44,10 @@ class SentMessages:
 
 
 class Runtime:
-    def __init__(self, redis_client, store, client=None, rate=0, pool=None):
+    def __init__(self, redis_client, store, client=None, rate=0, pool=None, screen_query=True, screen_deals=True):
         self.broker, self.redis, self.store, self.client = SentMessages(), redis_client, store, client
         self.rule, self.rate, self.pool = ViabilityRule(), rate, pool
+        self.screen_query, self.screen_deals = screen_query, screen_deals
         self.minute_ms = 60_000
 
     def clock_ms(self):
@@ -149,8 +150,9 @@ class TestScan:
     """A grant of several feed pages: read at once, stored in page order, the cursor saved after each."""
 
     @pytest.fixture
-    def feed(self):  # 1,000 deals: pages 0-5 full, page 6 short, page 7 empty
-        server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, backlog=1_000, new_per_minute=0))
+    def feed(self):  # 1,000 deals, all passing the deal query's ranges: pages 0-5 full, page 6 short, page 7 empty
+        catalogue = Catalogue(3, backlog=1_000, new_per_minute=0, screen_pass_fraction=1.0)
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=catalogue)
         client = KeepaClient("test-key", base_url=server.start(), timeout_s=5)
         pool = ThreadPoolExecutor(batching.MAX_SCAN_PAGES)
         yield client, pool
@@ -396,7 +398,8 @@ class TestScan:
 class TestPeekAndCommit:
     @pytest.fixture
     def keepa(self):
-        server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, viable_fraction=1.0))
+        every_deal_viable = Catalogue(3, screen_pass_fraction=1.0, viable_fraction=1.0)
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=every_deal_viable)
         url = server.start()
         client = KeepaClient("test-key", base_url=url, timeout_s=5)
         yield server, client
@@ -503,3 +506,98 @@ def test_the_peek_window_counts_peeks_waiting_to_be_asked_or_run_again(redis_ser
     finally:
         broker.client.flushdb()
         broker.close()
+
+
+class TestScreen:
+    """Stage 0 through the actors' own path: the deal query's ranges, the deal screen, the peek as
+    the confirmation. Real Redis and SQLite, the embedded Keepa server over HTTP."""
+
+    @pytest.fixture
+    def feed(self):  # 1,000 deals; about 12 % pass the rule on their feed numbers, 80 % of those on fresh stats
+        catalogue = Catalogue(5, backlog=1_000, new_per_minute=0)
+        server = FakeKeepa(refill_per_minute=100_000, catalogue=catalogue)
+        client = KeepaClient("test-key", base_url=server.start(), timeout_s=5)
+        pool = ThreadPoolExecutor(batching.MAX_SCAN_PAGES)
+        yield client, pool, catalogue
+        pool.shutdown()
+        client.close()
+        server.stop()
+
+    def scan(self, redis_db, store, feed, **switches) -> Runtime:
+        client, pool, _ = feed
+        rt = Runtime(redis_db, store, client, rate=8_000, pool=pool, **switches)
+        redis_db.set(SCAN_KEY, 1)
+        Steps(rt).upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 8})
+        assert not store.load_watermark().scanning  # the whole feed was read
+        return rt
+
+    def states(self, store) -> dict[str, tuple[str, str]]:
+        from storage.models import bind_models
+
+        L = bind_models(store.db).LightDeal
+        return {asin: (state, reason) for asin, state, reason in L.select(L.asin, L.state, L.reason).tuples()}
+
+    def feed_asins(self, catalogue) -> list[str]:
+        return [catalogue.asin(i) for i in range(1_000)]
+
+    def waiting_for_a_peek(self, store) -> int:
+        by_state = store.deals_by_state()
+        return by_state["new"] + by_state["peeking"]  # the scan's end claimed the first batches already
+
+    def peek_everything(self, rt, steps) -> list[str]:
+        """Run every peek asked for, those the peeks themselves ask for too; the ASINs peeked."""
+        peeked, done = [], 0
+        while done < len(rt.broker.requests("peek")):
+            payload = rt.broker.requests("peek")[done]["payload"]
+            steps.peek("g", payload)
+            peeked += payload["asins"]
+            done += 1
+        return peeked
+
+    def test_the_deal_query_carries_the_rules_ranges_so_the_feed_holds_only_deals_that_pass(
+            self, redis_db, store, feed):
+        catalogue = feed[2]
+        rt = self.scan(redis_db, store, feed, screen_query=True, screen_deals=False)
+        selection = Steps(rt).selection
+        assert selection["isRangeEnabled"] is True and selection["priceTypes"] == [1]
+        assert selection["dateRange"] == 3 and selection["salesRankRange"] == [0, rt.rule.max_sales_rank]
+        assert selection["currentRange"][0] == rt.rule.min_price and selection["deltaPercentRange"][0] == 20
+        passing = {a for a in self.feed_asins(catalogue) if catalogue.passes_screen(a)}
+        assert set(self.states(store)) == passing and 50 < len(passing) < 300
+        assert len(rt.broker.settles()) == 1 and self.waiting_for_a_peek(store) == len(passing)
+
+    def test_a_screened_out_deal_is_stored_with_its_reason_and_never_claimed_for_a_peek(self, redis_db, store, feed):
+        catalogue = feed[2]
+        rt = self.scan(redis_db, store, feed, screen_query=False, screen_deals=True)
+        states = self.states(store)
+        assert len(states) == 1_000  # the unfiltered feed, every deal stored
+        screened = {a for a, (state, _) in states.items() if state == "screened"}
+        assert screened == {a for a in self.feed_asins(catalogue) if not catalogue.passes_screen(a)}
+        assert all(states[a][1].startswith("screened: drop ") for a in screened)  # the verdict's own reason
+        peeked = self.peek_everything(rt, Steps(rt))
+        assert sorted(peeked) == sorted(set(states) - screened)  # every other deal, and none screened out
+        assert store.deals_screened_out() == len(screened) and self.waiting_for_a_peek(store) == 0
+
+    def test_a_deal_passing_the_screen_and_failing_the_peek_is_rejected_and_never_committed(
+            self, redis_db, store, feed):
+        catalogue = feed[2]
+        rt = self.scan(redis_db, store, feed, screen_query=True, screen_deals=True)
+        assert sorted(self.peek_everything(rt, Steps(rt))) == sorted(self.states(store))
+        states = self.states(store)
+        stale = [a for a in states if not catalogue.is_viable(a)]  # passed on the feed, failed on fresh stats
+        assert stale and all(states[a][0] == "rejected" and "below the" in states[a][1] for a in stale)
+        committing = [a for r in rt.broker.requests("commit") for a in r["payload"]["asins"]]
+        assert sorted(committing) == sorted(a for a in states if catalogue.is_viable(a))
+        assert not set(committing) & set(stale)
+
+    def test_a_deal_the_feed_rules_out_stays_screened_even_if_fresh_stats_would_pass(self, redis_db, store, feed):
+        catalogue = feed[2]
+        self.scan(redis_db, store, feed, screen_query=False, screen_deals=True)
+        missed = [a for a in self.feed_asins(catalogue) if catalogue.is_viable(a) and not catalogue.passes_screen(a)]
+        states = self.states(store)
+        assert missed and all(states[a][0] == "screened" for a in missed)  # the screen's price, rarely paid
+
+    def test_with_both_switches_off_every_feed_deal_waits_for_a_peek_as_before(self, redis_db, store, feed):
+        rt = self.scan(redis_db, store, feed, screen_query=False, screen_deals=False)
+        assert Steps(rt).selection == {"priceTypes": [1], "dateRange": 0, "sortType": 1}
+        assert store.deals_stored() == self.waiting_for_a_peek(store) == 1_000 and store.deals_screened_out() == 0

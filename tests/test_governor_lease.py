@@ -1,0 +1,161 @@
+"""The governor's lease over an idle hour, with a standby governor beside it, on a simulated clock.
+
+Two real :class:`~actors.governor_loop.GovernorLoop` instances share a real redis-server, with the
+production lease (30 s), standby poll (1 s), doorbell wait (0.5 s) and the scheduler's nudge (one
+wake message a minute, as ``actors.processes.scheduler_tick`` sends). Nothing sleeps: a discrete-event
+run steps whichever loop is due next, and when the simulated clock moves on, the lease's time to live
+in Redis is shortened by as much (Redis counts it on its own clock, which the test cannot move).
+Real time also passes meanwhile, a few milliseconds a step, so the lease runs out no later than it
+would in production.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from types import SimpleNamespace
+
+import pytest
+from dramatiq import Message
+from dramatiq.common import current_millis
+
+from actors import governor_loop
+from actors.broker import make_broker
+from actors.governor_actor import GovernorHost
+from actors.governor_loop import GovernorLoop
+from actors.ledger import KEYS, LEASE_MS, Ledger
+from governor.config import GovernorConfig
+from keepa_api.tokens import Envelope
+
+HOUR_MS = 3_600_000
+NUDGE_EVERY_MS = 60_000          # the scheduler's tick: one wake message for the governor a minute
+DOORBELL_MAX_WAIT_S = 0.5        # actors.doorbell.Doorbell's default
+PASS_TIME = """
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then
+  if left <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], left - ARGV[1]) end
+end
+return left
+"""
+
+
+class Waits:
+    """The loop's stop event or doorbell: records how long a step asked to wait instead of waiting
+    (a doorbell waits at most ``max_wait_s``, as the real one does)."""
+
+    def __init__(self, max_wait_s: float = float("inf")):
+        self.asked_s = 0.0
+        self.max_wait_s = max_wait_s
+        self.stopped = threading.Event()
+
+    def is_set(self) -> bool:
+        return self.stopped.is_set()
+
+    def wait(self, timeout_s: float) -> bool:
+        self.asked_s = min(timeout_s, self.max_wait_s)
+        return False
+
+
+class Simulation:
+    """The leader and the standby stepped on one simulated clock, the scheduler nudging every minute."""
+
+    def __init__(self, redis_url: str):
+        self.redis_url = redis_url
+        self.clock = SimpleNamespace(ms=current_millis())
+        self.scheduler = make_broker(redis_url)
+        self.scheduler.client.flushdb()
+        self._pass_time = self.scheduler.client.register_script(PASS_TIME)
+        self.loops = {name: self._loop(name) for name in ("leader", "standby")}
+        self.holders: list[tuple[int, str | None]] = []     # (simulated ms, lease holder) after each step
+        self.lowest_ttl_ms = LEASE_MS
+        self.take_overs = {name: 0 for name in self.loops}
+
+    def _loop(self, name: str) -> GovernorLoop:
+        broker = make_broker(self.redis_url)
+        clock = self.clock
+        host = GovernorHost(Ledger(broker.client, holder=name), broker, GovernorConfig(),
+                            lambda: Envelope(clock.ms, 1_000, 60_000, 20), clock_ms=lambda: clock.ms)
+        return GovernorLoop(SimpleNamespace(host=host), Waits(), Waits(DOORBELL_MAX_WAIT_S),
+                            monotonic=lambda: clock.ms / 1000)
+
+    def _advance(self, to_ms: int) -> None:
+        passed = to_ms - self.clock.ms
+        if passed > 0:
+            left = self._pass_time(keys=[KEYS[0]], args=[passed])
+            if left > 0:
+                self.lowest_ttl_ms = min(self.lowest_ttl_ms, left - passed)
+            self.clock.ms = to_ms
+
+    def _step(self, name: str) -> float:
+        loop = self.loops[name]
+        loop.stop.asked_s = loop.doorbell.asked_s = 0.0
+        leading = loop.host.gov is not None
+        loop.step()
+        if loop.host.gov is not None and not leading:
+            self.take_overs[name] += 1
+        self.holders.append((self.clock.ms, loop.host.ledger.leader()))
+        return max(loop.stop.asked_s, loop.doorbell.asked_s, 0.001)   # a busy step goes again at once
+
+    def run(self, duration_ms: int, *, frozen: set[str] = frozenset()) -> None:
+        """Step every loop not in ``frozen`` (a process paused, say) for ``duration_ms`` simulated."""
+        end = self.clock.ms + duration_ms
+        due = [(self.clock.ms, 0, "leader"), (self.clock.ms + 1, 1, "standby"),
+               (self.clock.ms + NUDGE_EVERY_MS, 2, "scheduler")]
+        heapq.heapify(due)
+        while due and due[0][0] < end:
+            at, order, name = heapq.heappop(due)
+            self._advance(at)
+            if name == "scheduler":
+                self.scheduler.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
+                                               args=("wake", {}), kwargs={}, options={}))
+                heapq.heappush(due, (at + NUDGE_EVERY_MS, order, name))
+            elif name not in frozen:
+                heapq.heappush(due, (at + int(self._step(name) * 1000), order, name))
+        self._advance(end)
+
+    def close(self) -> None:
+        self.scheduler.client.flushdb()
+        for loop in self.loops.values():
+            loop.host.broker.close()
+        self.scheduler.close()
+
+
+@pytest.fixture
+def simulation(redis_server, monkeypatch):
+    # the delay queue is looked at every half second instead of every 0.1 s: the same idle loop in
+    # a fifth of the steps (it has nothing delayed to look at here)
+    monkeypatch.setattr(governor_loop, "DQ_POLL_S", DOORBELL_MAX_WAIT_S)
+    sim = Simulation(redis_server)
+    yield sim
+    sim.close()
+
+
+def test_an_idle_governor_keeps_its_lease_for_an_hour_with_a_standby_beside_it(simulation):
+    simulation.run(HOUR_MS)
+    holders = {holder for _, holder in simulation.holders}
+    assert holders == {"leader"}, f"the lease changed hands: {sorted(h or 'nobody' for h in holders)}"
+    assert simulation.take_overs == {"leader": 1, "standby": 0}
+    assert simulation.loops["standby"].host.gov is None
+    # the leader renewed well before the lease ran low, whatever the 60 s between its wakes
+    assert simulation.lowest_ttl_ms > LEASE_MS // 2, simulation.lowest_ttl_ms
+    # and it was the one awake: every nudge of the hour was applied and acknowledged
+    client = simulation.scheduler.client
+    assert client.llen("dramatiq:governor") == 0 and client.hlen("dramatiq:governor.msgs") == 0
+    assert len(simulation.holders) > HOUR_MS / 1000   # both loops stepped all hour (not a vacuous run)
+
+
+def test_a_leader_that_stops_stepping_loses_the_lease_to_the_standby_within_a_lease(simulation):
+    """Renewal is not a lease for life: a paused or wedged leader renews nothing."""
+    simulation.run(10 * 60_000)
+    paused_at = simulation.clock.ms
+    simulation.run(LEASE_MS + 2_000, frozen={"leader"})
+    took = [at for at, holder in simulation.holders if at > paused_at and holder == "standby"]
+    assert took, "the standby never took the lease of a leader that stopped renewing it"
+    # not before the lease could have run out (renewed at most a third of it before the pause), and
+    # within one standby poll after it must have
+    assert LEASE_MS * 2 // 3 - 1_000 <= took[0] - paused_at <= LEASE_MS + 1_000, took[0] - paused_at
+    assert simulation.take_overs["standby"] == 1
+    # the old leader, stepping again, finds the lease gone and stands by instead of writing
+    simulation.run(5_000)
+    assert simulation.loops["leader"].host.gov is None
+    assert {holder for at, holder in simulation.holders if at > paused_at + LEASE_MS + 1_000} == {"standby"}
