@@ -18,19 +18,20 @@ class GovernorConfig:
     peeks are granted only while fewer than this many commit requests wait plus peek calls are in
     flight (each may bring commits). It counts calls, not ASINs: a peek call carries up to a batch
     of ASINs and a commit request up to the commit batch, both sized for the plan. ``recharge`` is
-    "auto" (on below ``recharge_below_rate`` tokens a minute), "on" or "off".
+    "off" (the default: over a simulated week on the 5/min plan the governor ingests more without
+    burst mode, see the README), "auto" (on below ``recharge_below_rate`` tokens a minute) or "on".
     """
 
     floor: int = 0
     max_tokens: int | None = None
     weights: dict = field(default_factory=lambda: {UPSERT: 2, COMMIT: 5, PEEK: 3})
     initial_unit_cost: dict = field(default_factory=lambda: {UPSERT: 5, COMMIT: 20, PEEK: 1})
-    # the most one unit can cost (DESIGN.md section 2): a page 5; a peek 1, +1 rating, +1 update;
+    # the most one unit can cost (Keepa's costs, README): a page 5; a peek 1, +1 rating, +1 update;
     # a commit 6 per 10 offers found (offers up to 50) + 2 stock
     max_unit_cost: dict = field(default_factory=lambda: {UPSERT: 5, COMMIT: 32, PEEK: 3})
     cost_window: int = 32
     peek_buffer: int = 8
-    recharge: str = "auto"
+    recharge: str = "off"
     recharge_below_rate: int = 10
     recharge_low: int = 20
     recharge_high: int = 280

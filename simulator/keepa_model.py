@@ -30,6 +30,7 @@ class KeepaModel:
         self.http_429s = 0
         self.http_500s = 0
         self.rogue_spent = 0
+        self.rogue_refused = 0
 
     def _answer(self, cost: int, now_ms: int, payload) -> Response:
         bucket = self.bucket
@@ -41,10 +42,12 @@ class KeepaModel:
             return Response(429, bucket.envelope(now_ms, 0))
         return Response(200, bucket.envelope(now_ms, cost), payload)
 
-    def deal_page(self, page: int, now_ms: int) -> Response:
+    def deal_page(self, page: int, now_ms: int, filtered: bool = False) -> Response:
+        """One ``/deal`` page; ``filtered``: the query carries the rule's ranges
+        (:func:`pipeline.screen.selection_ranges`), so the page lists only deals that pass them."""
         low, high = self.page_cost
         cost = low if low == high else self._rng.randint(low, high)
-        return self._answer(cost, now_ms, self.feed.page(page, now_ms))
+        return self._answer(cost, now_ms, self.feed.page(page, now_ms, filtered))
 
     def peek(self, indexes: tuple, now_ms: int) -> Response:
         cost = sum(self.feed.peek_cost[i] for i in indexes)
@@ -58,6 +61,11 @@ class KeepaModel:
         self.token_status_calls += 1
         return self.bucket.envelope(now_ms, 0)
 
-    def rogue(self, now_ms: int) -> None:
-        if self.rogue_per_minute and self.bucket.charge(self.rogue_per_minute, now_ms):
+    def rogue(self, now_ms: int) -> int | None:
+        """One call of the other client on the key: ``None`` if Keepa took it, else the ``refillIn``
+        of its 429 (the client then waits that long plus 100 ms and tries again)."""
+        if self.bucket.charge(self.rogue_per_minute, now_ms):
             self.rogue_spent += self.rogue_per_minute
+            return None
+        self.rogue_refused += 1
+        return self.bucket.refill_in_ms(now_ms)

@@ -5,6 +5,13 @@ overflows the cap while something waits is always seen. After every event the pi
 requests and asks the policy to decide; grants run the Keepa call at once and settle after
 ``latency_ms``. Restarts (SIGKILL semantics) drop every call in flight: its tokens are spent, its
 answer is lost, and the grant message is redelivered after ``redelivery_ms``.
+
+A rogue consumer is another client of the same key: it makes one call a minute (at :30), and after
+a 429 it waits ``refillIn + 100 ms`` and tries again, its later calls queued behind, as Keepa's own
+clients do. Its retry therefore lands right after a refill; the pipeline's calls of that refill pass
+the governor's wake, the broker and an actor before they reach Keepa, so the simulator serves the
+rogue's retry first. Every policy thus faces the same external spend (a policy that spends every
+refill at once cannot starve the other client and appear to beat the bound).
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from dataclasses import dataclass
 from governor.model import COMMIT, PEEK, UPSERT, Request
 from keepa_api.tokens import merge_envelopes
 from pipeline import batching
-from pipeline.cadence import scan_due
+from pipeline.cadence import scan_due, upsert_interval_ms
 from pipeline.commit import commit_record
+from pipeline.scan_depth import feed_deals_per_hour, scan_depth_pages, tokens_per_feed_deal, tokens_until_next_scan
+from pipeline.screen import screen
 from pipeline.verdict import peek_verdict
 from pipeline.watermark import MAX_PAGES
 from simulator.feed import Feed
@@ -56,6 +65,13 @@ class PipelineConfig:
     upsert_cost: int | None = None   # the old upserter reserved its product fetches too
     scan_pages: int = 0              # feed pages a scan call reads; 0 = pipeline.batching by plan,
                                      # 1 = the old upserter's page at a time
+    # stage 0 (issue 12): both off is the old pipeline that peeked every new deal of an unfiltered feed
+    query_filter: bool = True        # the deal query carries the rule's ranges: pages list only
+                                     # deals that pass them (pipeline.screen.selection_ranges)
+    screen: bool = True              # each new feed deal is judged on its own numbers first; one
+                                     # that fails is stored screened-out and never peeked
+    on_demand: bool = True           # a scan reads only as deep as the pipeline can consume before
+                                     # the next one (pipeline.scan_depth); False: to the watermark
 
 
 @dataclass(slots=True)
@@ -109,6 +125,12 @@ class Simulation:
         self._records: dict = {}
         self.scan_dirty = False
         self.last_scan_ms: int | None = None
+        self.feed_per_hour: float | None = None  # how densely the feed lists deals (its first page)
+        self.scan_limit = MAX_PAGES            # pages the current scan may read (scan on demand)
+        self.pages_bought = 0                  # feed pages Keepa charged for
+        self.page_news: list[list[int]] = []   # per page stored: the new deals it brought to work on
+        self.rogue_owed = 0                    # the rogue's calls not yet taken by Keepa
+        self.rogue_retry_ms: int | None = None # when its refused call is tried again
 
     # -- event plumbing -------------------------------------------------------------------------
     def _at(self, t: int, kind: int, payload=None) -> None:
@@ -145,9 +167,23 @@ class Simulation:
     def _refill(self, _) -> None:
         credited, lost = self.keepa.bucket.refill_once()
         self.stats.on_refill(lost, bool(self.waiting), self.keepa.bucket.balance)
+        if self.rogue_retry_ms is not None and self.rogue_retry_ms <= self.now + 100:
+            self._rogue_calls()  # its retry, due 100 ms after this refill, reaches Keepa first
 
     def _rogue(self, _) -> None:
-        self.keepa.rogue(self.now)
+        self.rogue_owed += 1
+        if self.rogue_retry_ms is None:
+            self._rogue_calls()
+
+    def _rogue_calls(self) -> None:
+        """The other client's owed calls, one after another until Keepa refuses one."""
+        self.rogue_retry_ms = None
+        while self.rogue_owed:
+            refill_in_ms = self.keepa.rogue(self.now)
+            if refill_in_ms is not None:
+                self.rogue_retry_ms = self.now + refill_in_ms + 100
+                break
+            self.rogue_owed -= 1
         self.stats.on_balance(self.keepa.bucket.balance)
 
     def _restart(self, _) -> None:
@@ -182,10 +218,26 @@ class Simulation:
             else:
                 due = self.last_scan_ms is None or self.now - self.last_scan_ms >= self.cfg.cadence * MINUTE_MS
             if due:
+                self.scan_limit = self._scan_depth(scanning=False) if self.cfg.on_demand else MAX_PAGES
+                if self.scan_limit == 0:
+                    return  # the queue covers what the tokens can do until the next scan
                 self.scan_active = True
                 self.scans += 1
                 self.last_scan_ms = self.now
                 self._ask_pages(self.store.watermark.next_page, self.scans)
+
+    def _scan_depth(self, *, scanning: bool) -> int:
+        """How many more pages this scan reads: what the pipeline can consume before the next scan."""
+        rate = self._rate()
+        interval_ms = upsert_interval_ms(refill_per_minute=rate, page_cost=self.sc.deal_page_cost[1],
+                                         budget_fraction=self.cfg.budget_fraction)
+        available = tokens_until_next_scan(balance=self.policy.balance, refill_per_minute=rate,
+                                           interval_ms=interval_ms, cap=self.policy.cap)
+        queued = len(self.store.candidates)
+        per_deal = tokens_per_feed_deal(downstream_tokens=self.stats.tokens[PEEK] + self.stats.tokens[COMMIT],
+                                        deals_resolved=self.store.deals_stored() - queued)
+        return scan_depth_pages(tokens_available=available, tokens_per_deal=per_deal, queued=queued,
+                                refill_per_minute=rate, feed_per_hour=self.feed_per_hour, scanning=scanning)
 
     def _retry(self, payload) -> None:
         what, work, epoch = payload
@@ -203,8 +255,8 @@ class Simulation:
         units = work.pages if work.kind == UPSERT else len(work.batch) or 1
         req = Request(work.rid, work.kind, units, self.now, cost, continues=work.kind == UPSERT)
         self.waiting[req.id] = work
-        self.stats.on_request(work.kind)
         rejection = self.policy.request(req, self.now)
+        self.stats.on_request(work.kind, self.policy.pending(work.kind))
         if rejection is not None:
             self._rejected(self.waiting.pop(req.id), rejection.reason)
 
@@ -212,7 +264,7 @@ class Simulation:
         """A feed read from ``page`` on, as many pages a call as the actors ask for, never past
         Keepa's last page."""
         pages = self.cfg.scan_pages or batching.scan_pages(self._rate())
-        return Work(UPSERT, page, attempt, self.now, scan, pages=max(1, min(pages, MAX_PAGES - page)))
+        return Work(UPSERT, page, attempt, self.now, scan, pages=max(1, min(pages, self.scan_limit - page)))
 
     def _ask_pages(self, page: int, scan: int) -> None:
         self._ask(self._scan_work(page, scan))
@@ -272,9 +324,11 @@ class Simulation:
     def _call(self, work: Work) -> None:
         keepa, now = self.keepa, self.now
         if work.kind == UPSERT:  # the pages of one grant are read at once (see actors.steps.upsert)
-            response = [keepa.deal_page(work.key + i, now) for i in range(work.pages)]
+            filtered = self.cfg.query_filter
+            response = [keepa.deal_page(work.key + i, now, filtered) for i in range(work.pages)]
             self.stats.on_balance(keepa.bucket.balance)
             charged = [r.envelope.tokens_consumed for r in response]
+            self.pages_bought += sum(1 for r in response if r.status == 200)
             self.stats.on_call(work.kind, sum(charged), max(charged))
             self._at(now + self.cfg.latency_ms, SETTLE, (work, response, self._epoch))
             return
@@ -326,13 +380,29 @@ class Simulation:
     def _on_page(self, work: Work, response: Response) -> bool:
         """Store one page and move the cursor; whether the scan reads on."""
         feed, store = self.feed, self.store
-        times = []
+        times, news = [], []
         for index in response.payload:
             deal_ms = feed.times[index]
             times.append(deal_ms)
-            if store.upsert_deal(Feed.asin(index), deal_ms) and deal_ms >= 0:
-                self.stats.on_fresh(self.now - deal_ms)
-        watermark, more = store.watermark.advance(times)
+            asin = Feed.asin(index)
+            verdict = screen(*feed.deal_numbers(index)) if self.cfg.screen else None
+            if verdict is not None and not verdict.viable:
+                first = store.screen_out(asin, deal_ms, verdict.reason)
+            else:
+                first = store.upsert_deal(asin, deal_ms)
+            if first:
+                if asin not in store.known:  # a known deal gets a light update only: no work
+                    news.append(index)
+                if deal_ms >= 0:
+                    self.stats.on_fresh(self.now - deal_ms)
+        self.page_news.append(news)
+        if self.cfg.on_demand:
+            # judged again after every page: what the pipeline learnt a deal costs, how densely the
+            # feed lists deals (its newest page), what is queued now
+            if store.watermark.next_page == 0:
+                self.feed_per_hour = feed_deals_per_hour(times) or self.feed_per_hour
+            self.scan_limit = min(MAX_PAGES, store.watermark.next_page + 1 + self._scan_depth(scanning=True))
+        watermark, more = store.watermark.advance(times, max_pages=self.scan_limit)
         if not self.cfg.ratchet and store.candidates:
             # the old rule: a run that could not process every deal it found is "incomplete" and
             # may not move the watermark; the next run starts again at page 0

@@ -1,4 +1,4 @@
-"""Scenario files (DESIGN.md section 6): one JSON object; unknown keys and bad values are errors."""
+"""Scenario files (docs/scenarios.md): one JSON object; unknown keys and bad values are errors."""
 
 from __future__ import annotations
 
@@ -25,12 +25,18 @@ class Scenario:
     commit_cost: Cost
     backlog: int
     new_per_hour: float
-    viable_fraction: float
+    viable_fraction: float   # of the deals that pass the screen: the share whose fresh peek is viable
     known_fraction: float
     order_noise: float
     restart_every_minutes: int
     rogue_tokens_per_minute: int
     error_rate: float
+    screen_pass_fraction: float = 1.0  # of all feed deals: the share whose own numbers pass the rule
+
+    @property
+    def overall_viable_fraction(self) -> float:
+        """The share of all feed deals that a peek finds viable."""
+        return self.screen_pass_fraction * self.viable_fraction
 
     @property
     def schedule(self) -> RateSchedule:
@@ -41,8 +47,8 @@ _TOP = {"name", "minutes", "seed", "plan", "costs", "feed", "faults"}
 _SECTIONS = {
     "plan": {"refill_per_minute", "max_tokens", "start_tokens"},
     "costs": {"deal_page": 5, "peek": 1, "commit": 20},
-    "feed": {"backlog": 400, "new_per_hour": 60, "viable_fraction": 0.1, "known_fraction": 0.0,
-             "order_noise": 0.0},
+    "feed": {"backlog": 400, "new_per_hour": 60, "screen_pass_fraction": 1.0, "viable_fraction": 0.1,
+             "known_fraction": 0.0, "order_noise": 0.0},
     "faults": {"restart_every_minutes": 0, "rogue_tokens_per_minute": 0, "error_rate": 0.0},
 }
 
@@ -130,6 +136,8 @@ def parse_scenario(data) -> Scenario:
         commit_cost=_cost("costs.commit", get(costs, "costs", "commit")),
         backlog=_number("feed.backlog", get(feed, "feed", "backlog"), integer=True, low=0, high=10_000_000),
         new_per_hour=_number("feed.new_per_hour", get(feed, "feed", "new_per_hour"), low=0, high=1_000_000),
+        screen_pass_fraction=_number("feed.screen_pass_fraction", get(feed, "feed", "screen_pass_fraction"),
+                                     low=0, high=1),
         viable_fraction=_number("feed.viable_fraction", get(feed, "feed", "viable_fraction"), low=0, high=1),
         known_fraction=_number("feed.known_fraction", get(feed, "feed", "known_fraction"), low=0, high=1),
         order_noise=_number("feed.order_noise", get(feed, "feed", "order_noise"), low=0, high=1),

@@ -1,4 +1,4 @@
-"""What a simulation measures, and the report (DESIGN.md section 6) it prints."""
+"""What a simulation measures, and the report (docs/scenarios.md) it prints."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class RunStats:
     def __init__(self, start_tokens: int):
         self.start_tokens = start_tokens
         self.requests = dict.fromkeys(CLASSES, 0)
+        self.queued_max = dict.fromkeys(CLASSES, 0)  # most requests of a class pending at once
         self.grants = dict.fromkeys(CLASSES, 0)
         self.tokens = dict.fromkeys(CLASSES, 0)
         self.waits_ms = {c: [] for c in CLASSES}
@@ -43,8 +44,11 @@ class RunStats:
         if balance < self.min_balance:
             self.min_balance = balance
 
-    def on_request(self, cls: str) -> None:
+    def on_request(self, cls: str, pending: int = 1) -> None:
+        """A request of ``cls`` was made; ``pending`` of its class wait now, itself included."""
         self.requests[cls] += 1
+        if pending > self.queued_max[cls]:
+            self.queued_max[cls] = pending
 
     def on_reject(self, cls: str, reason: str) -> None:
         self.rejections[cls].append(reason)
@@ -109,7 +113,15 @@ class RunStats:
                 "wait_max_s": round(max(waits, default=0) / 1000, 3),
                 "wait_total_s": round(sum(waits) / 1000, 1),
                 "rejected": len(self.rejections[cls]),
+                "queued_max": self.queued_max[cls],
             }
+        ingested = sim.store.deals_ingested()
+        queued = set(sim.store.candidates)
+        pages_used = pages_pending = 0
+        for news in sim.page_news:
+            waiting = sum(1 for i in news if sim.feed.asin(i) in queued)
+            pages_used += waiting < len(news)
+            pages_pending += 0 < waiting == len(news)
         return {
             "scenario": sim.sc.name,
             "policy": policy.name,
@@ -124,7 +136,12 @@ class RunStats:
             "deals_seen": sim.store.deals_stored(),
             "asins_peeked": self.asins_peeked,
             "asins_committed": self.asins_committed,
-            "deals_ingested": sim.store.deals_ingested(),
+            "deals_screened_out": len(sim.store.screened_out),
+            "deals_ingested": ingested,
+            "tokens_per_deal": round(bucket.spent_total / ingested, 2) if ingested else None,
+            "pages_bought": sim.pages_bought,
+            "pages_unused": sim.pages_bought - pages_used - pages_pending,
+            "pages_pending": pages_pending,
             "by_class": by_class,
             "longest_stall_minutes": round(self.longest_stall_ms / 60_000, 2),
             "feed_freshness_p99_s": round(percentile(self.fresh_ms, 99) / 1000, 1),
@@ -135,6 +152,7 @@ class RunStats:
             "restarts": self.restarts,
             "commits_lost_in_memory": self.lost_in_memory,
             "rogue_tokens_spent": keepa.rogue_spent,
+            "rogue_calls_refused": keepa.rogue_refused,
             "largest_call_cost": self.largest_call,
             "largest_granted_cost": max((max(c) for c in (sim.feed.commit_cost, sim.feed.peek_cost) if c),
                                         default=0),

@@ -18,6 +18,7 @@ class MemoryStore:
         self.known: set[str] = set(known_asins)  # stored before: a light update only
         self.candidates: deque[str] = deque()    # new ASINs waiting for a peek
         self.rejected: dict[str, str] = {}       # asin -> verdict reason
+        self.screened_out: dict[str, str] = {}   # asin -> why its own feed numbers fail the rule
         self.deals: dict[str, DealRecord] = {}   # the stored, visible deals
         self.watermark = Watermark()
 
@@ -27,6 +28,15 @@ class MemoryStore:
         self.light[asin] = max(deal_time_ms, self.light.get(asin, deal_time_ms))
         if first and asin not in self.known:
             self.candidates.append(asin)
+        return first
+
+    def screen_out(self, asin: str, deal_time_ms: int, reason: str) -> bool:
+        """Store the light record of a deal whose own numbers fail the rule: never a candidate, so
+        never peeked. True if the ASIN was never seen before."""
+        first = asin not in self.light
+        self.light[asin] = max(deal_time_ms, self.light.get(asin, deal_time_ms))
+        if first and asin not in self.known:
+            self.screened_out[asin] = reason
         return first
 
     def take_candidate(self) -> str | None:

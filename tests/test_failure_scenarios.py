@@ -1,4 +1,4 @@
-"""Every failure of the old system (DESIGN.md section 3), replayed: it happens under the old
+"""Every failure of the old system (one scenario each in bench/scenarios, f01-f11), replayed: it happens under the old
 system's settings of the day the seed describes, and not under the governor."""
 
 from pathlib import Path
@@ -37,9 +37,19 @@ def assert_governor_healthy(report, bound, sc):
     assert report["deals_ingested"] >= 0.9 * bound
     assert report["health"] == "ok"
     for cls in CLASSES:
-        limit = wait_bound_s(cls, rate=sc.schedule.rate_at(0), start_balance=sc.start_tokens,
+        # the bound of a request with n of its class pending (itself included): the pipeline asks
+        # for up to backfill_window peeks and commits ahead, so n is the most that were pending
+        n = max(1, report["by_class"][cls]["queued_max"])
+        limit = wait_bound_s(cls, rate=sc.schedule.rate_at(0), n=n, start_balance=sc.start_tokens,
                              largest_cost=report["largest_granted_cost"], cap=sc.max_tokens)
         assert report["by_class"][cls]["wait_max_s"] <= limit, cls
+
+
+def assert_upsert_within_its_bound(report, sc):
+    limit = wait_bound_s("upsert", rate=sc.schedule.rate_at(0), start_balance=sc.start_tokens,
+                         largest_cost=report["largest_granted_cost"], cap=sc.max_tokens)
+    assert report["by_class"]["upsert"]["queued_max"] == 1  # one scan request at a time
+    assert report["by_class"]["upsert"]["wait_max_s"] <= limit
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -76,7 +86,10 @@ def test_f04_a_draining_backfiller_keeps_the_upserter_waiting():
     report, _ = old("f04-backfiller-drains")
     assert report["by_class"]["upsert"]["wait_max_s"] >= 15 * 60
     governor, _ = governed("f04-backfiller-drains")
-    assert governor["by_class"]["upsert"]["wait_max_s"] <= 60
+    # without burst mode (off by default since issue 12) a commit can leave the balance a few
+    # refills below zero, and a scan waits for it: within its published bound, never the old wait
+    assert_upsert_within_its_bound(governor, scenario("f04-backfiller-drains"))
+    assert governor["by_class"]["upsert"]["wait_max_s"] < report["by_class"]["upsert"]["wait_max_s"] / 3
 
 
 def test_f05_an_impossible_target_waits_forever_but_the_governor_rejects_it_at_once():
@@ -103,7 +116,7 @@ def test_f07_the_lower_target_always_wins_and_the_upserter_starves():
     assert report["by_class"]["upsert"]["grants"] <= 5
     assert report["by_class"]["upsert"]["wait_max_s"] >= 6 * 3600
     governor, _ = governed("f07-priority-inversion")
-    assert governor["by_class"]["upsert"]["wait_max_s"] <= 60
+    assert_upsert_within_its_bound(governor, scenario("f07-priority-inversion"))
 
 
 def test_f08_recharge_without_a_timeout_waits_forever_for_an_unreachable_target():

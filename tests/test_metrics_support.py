@@ -8,6 +8,7 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from governor.config import GovernorConfig
 from governor.model import Request
 from governor.policy import Governor
 from governor.snapshot import WaitHistogram, snapshot
@@ -101,8 +102,9 @@ class FakeRedis:
 
 def governor_snapshot(now_ms: int = NOW_MS) -> dict:
     """A snapshot written by the real governor: synced at 10 tokens on the 5/min plan (so recharging),
-    one upsert granted after a 3 s wait, one commit pending; plus what the actor adds."""
-    gov = Governor()
+    one upsert granted after a 3 s wait, one commit pending; plus what the actor adds. Burst mode is
+    off by default since issue 12, so it is turned on here: the snapshot must show a recharge."""
+    gov = Governor(GovernorConfig(recharge="auto"))
     start = now_ms - 3000
     gov.sync(Envelope(start, 10, 30_000, 5), start)
     gov.request(Request("u1", "upsert", 1, start), start)

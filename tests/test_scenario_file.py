@@ -1,4 +1,4 @@
-"""The scenario reader: DESIGN.md section 6's format, strict about keys and values."""
+"""The scenario reader: docs/scenarios.md's format, strict about keys and values."""
 
 import json
 
@@ -25,7 +25,13 @@ def test_every_key_but_minutes_and_plan_has_a_default():
     sc = parse_scenario(MINIMAL)
     assert (sc.seed, sc.deal_page_cost, sc.peek_cost, sc.commit_cost) == (1, (5, 5), (1, 1), (20, 20))
     assert (sc.backlog, sc.new_per_hour, sc.viable_fraction) == (400, 60, 0.1)
+    assert sc.screen_pass_fraction == 1.0  # every deal passes the screen: older files keep their meaning
     assert sc.max_tokens is None and sc.start_tokens == 0 and sc.error_rate == 0
+
+
+def test_viable_fraction_counts_among_the_deals_that_pass_the_screen():
+    sc = parse_scenario(with_(feed__screen_pass_fraction=0.2, feed__viable_fraction=0.5))
+    assert sc.overall_viable_fraction == pytest.approx(0.1)
 
 
 def test_costs_may_be_ranges_and_refill_a_schedule():
@@ -50,6 +56,9 @@ def test_costs_may_be_ranges_and_refill_a_schedule():
         (with_(costs__commit=[20, 12]), "costs.commit"),
         (with_(costs__peek=[1, 2, 3]), "costs.peek"),
         (with_(feed__viable_fraction=1.5), "feed.viable_fraction"),
+        (with_(feed__screen_pass_fraction=-0.1), "feed.screen_pass_fraction"),
+        (with_(feed__screen_pass_fraction="most"), "feed.screen_pass_fraction"),
+        (with_(feed__screen_fraction=0.2), "screen_fraction"),
         (with_(faults__error_rate=True), "faults.error_rate"),
         (with_(plan__refill_per_minute=[[0]]), "plan.refill_per_minute[0]"),
         ([], "JSON object"),
