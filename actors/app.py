@@ -100,7 +100,7 @@ RUNTIME: Runtime | None = None
 def governor_config(settings: Settings) -> GovernorConfig:
     minute = int(settings.keepa_minute_seconds * 1000)
     return GovernorConfig(period_ms=minute, recharge_timeout_ms=60 * minute, remember_ms=60 * minute,
-                          hold_grace_ms=max(1_000, minute // 12))
+                          hold_grace_ms=max(1_000, minute // 12), recharge=settings.recharge)
 
 
 def make_client(settings: Settings):

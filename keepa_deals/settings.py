@@ -24,7 +24,10 @@ DEFAULTS = {
     "LOG_LEVEL": "INFO",
     "KEEPA_SCREEN_QUERY": "on",
     "KEEPA_SCREEN_DEALS": "on",
+    "KEEPA_RECHARGE": "off",
 }
+
+RECHARGE_MODES = ("off", "auto", "on")
 
 
 def _int(env: dict, name: str, low: int, high: int) -> int:
@@ -69,6 +72,7 @@ class Settings:
     log_level: str
     screen_query: bool = True      # the deal query carries the viability rule's ranges
     screen_deals: bool = True      # each feed deal is screened on its own numbers before any peek
+    recharge: str = "off"          # the governor's burst mode: off, auto (below 10 tokens a minute) or on
 
     @property
     def embedded_keepa(self) -> bool:
@@ -94,6 +98,9 @@ def load_settings(env: dict | None = None) -> Settings:
         raise ConfigError(f"KEEPA_MINUTE_SECONDS must be a number of seconds, got {minute_raw!r}") from None
     if not 0.01 <= minute_s <= 60:
         raise ConfigError(f"KEEPA_MINUTE_SECONDS must be between 0.01 and 60, got {minute_s}")
+    recharge = env.get("KEEPA_RECHARGE", DEFAULTS["KEEPA_RECHARGE"]).strip().lower()
+    if recharge not in RECHARGE_MODES:
+        raise ConfigError(f"KEEPA_RECHARGE must be off, auto or on, got {recharge[:20]!r}")
     level = env.get("LOG_LEVEL", DEFAULTS["LOG_LEVEL"]).strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -109,4 +116,5 @@ def load_settings(env: dict | None = None) -> Settings:
         log_level=level,
         screen_query=_switch(env, "KEEPA_SCREEN_QUERY"),
         screen_deals=_switch(env, "KEEPA_SCREEN_DEALS"),
+        recharge=recharge,
     )
