@@ -16,7 +16,7 @@ FLOOR_REASON = "balance 0 (less 0 for calls in flight) at or below floor 0; next
 
 
 class _Counts:
-    """The store's five counts, fixed."""
+    """The store's counts, fixed."""
 
     def __init__(self, stored=326, ingested=36):
         self.stored, self.ingested = stored, ingested
@@ -32,6 +32,9 @@ class _Counts:
 
     def candidates_waiting(self):
         return 4
+
+    def deals_screened_out(self):
+        return 120
 
     def watermark_age_ms(self, now_ms):
         return 800
