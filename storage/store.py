@@ -127,12 +127,20 @@ class Store:
         return bool(changed)
 
     @_guarded
-    def requeue_stale_claims(self, older_than_ms: int, now_ms: int) -> int:
-        """Return claims older than ``older_than_ms`` (a crashed worker's) to ``new``; how many."""
+    def requeue_stale_claims(self, older_than_ms: int, now_ms: int, in_use: Iterable[str] = ()) -> int:
+        """Return claims older than ``older_than_ms`` (an age, not a time: a crashed worker's claims)
+        to ``new``, but none of ``in_use`` (ASINs a peek still waiting somewhere will answer); how many."""
+        if older_than_ms < 0 or older_than_ms > now_ms:
+            raise ValueError(f"older_than_ms is an age in ms (0..now_ms), got {older_than_ms} at now_ms {now_ms}")
         L = self._t.LightDeal
+        keep = set(in_use)
         with write_transaction(self.db):
-            count = (L.update(state=NEW, claimed_ms=None)
-                     .where(L.state == PEEKING, L.claimed_ms < now_ms - older_than_ms).execute())
+            stale = [asin for (asin,) in L.select(L.asin).where(
+                L.state == PEEKING, L.claimed_ms < now_ms - older_than_ms).tuples() if asin not in keep]
+            count = 0
+            for at in range(0, len(stale), 500):
+                count += (L.update(state=NEW, claimed_ms=None)
+                          .where(L.asin.in_(stale[at:at + 500]), L.state == PEEKING).execute())
         if count:
             log.info("requeued %d candidates claimed more than %d ms ago", count, older_than_ms)
         return count
