@@ -17,6 +17,7 @@ import dramatiq
 from dramatiq import Message
 
 from actors.dispatch import Dispatch
+from actors.grant_claims import process_alive, read_claims
 from actors.ledger import Ledger, Ops
 from actors.messages import ENDPOINTS, OUTCOMES, MalformedMessage, envelope_from, field
 from governor.config import GovernorConfig
@@ -27,7 +28,7 @@ from governor.snapshot import WaitHistogram, snapshot
 log = logging.getLogger(__name__)
 
 STANDBY_RETRY_MS = 2_000
-STALE_GRANT_MS = 120_000       # a grant with no settle for this long is sent again
+STALE_GRANT_MS = 120_000       # a grant with no settle for this long is looked at again
 SNAPSHOT_EVERY_MS = 1_000
 ACTOR_FOR = {c: f"keepa_{c}" for c in CLASSES}
 
@@ -201,14 +202,31 @@ class GovernorHost:
                        args=(grant.id, payload), kwargs={}, options={})
 
     def _resend_stale(self, now: int, outbox: list) -> None:
+        """Look again at grants unsettled for ``STALE_GRANT_MS``, never blindly: only a grant no
+        worker has claimed (its message lost, or still waiting on its queue) is sent again, and a
+        copy that finds it claimed does nothing (:mod:`actors.grant_claims`). A claimed one is a
+        worker's: a live worker is slow, not dead; a dead one's message comes back by Dramatiq's
+        redelivery, and that copy releases the grant. Either way it is logged with the worker's
+        liveness, once per ``STALE_GRANT_MS``."""
         resent = self.host.setdefault("resent_ms", {})
-        for gid, grant in self.gov.in_flight.items():
-            last = resent.get(gid, grant.granted_ms)
-            if now - last >= STALE_GRANT_MS:
-                resent[gid] = now
-                log.warning("grant %s has not settled for %d s: sending it again",
-                            gid, (now - grant.granted_ms) // 1000)
+        stale = [gid for gid, grant in self.gov.in_flight.items()
+                 if now - resent.get(gid, grant.granted_ms) >= STALE_GRANT_MS]
+        if not stale:
+            return
+        claims = read_claims(self.ledger.redis, stale)
+        for gid in stale:
+            resent[gid] = now
+            grant, claim = self.gov.in_flight[gid], claims[gid]
+            age_s = (now - grant.granted_ms) // 1000
+            if claim is None:
+                log.warning("grant %s has not started in %d s: sending it again", gid, age_s)
                 outbox.append((self._grant_message(grant, self.payloads.get(gid, {})), None))
+                continue
+            alive = process_alive(self.ledger.redis, f"{self.broker.namespace}:__heartbeats__", claim.process,
+                                  now, self.broker.heartbeat_timeout)
+            log.warning("grant %s has not settled in %d s: %s by worker %s, %s; not sent again", gid, age_s,
+                        claim.state, claim.process[:8],
+                        "alive (a slow call)" if alive else "gone (Dramatiq redelivers its message)")
 
     def _snapshot_doc(self, now: int) -> dict:
         doc = snapshot(self.gov, now, self.waits)

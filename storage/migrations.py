@@ -47,15 +47,20 @@ def _mark_moved(db: peewee.Database, t: Tables) -> None:
     W.update(mark_moved_ms=W.updated_ms).where(W.mark_ms.is_null(False), W.mark_moved_ms.is_null()).execute()
 
 
+def _product_failures(db: peewee.Database, t: Tables) -> None:
+    db.create_tables([t.ProductFailure], safe=True)
+
+
 Step = tuple[int, str, Callable[[peewee.Database, Tables], None]]
 
 STEPS: list[Step] = [
     (1, "light deals, committed deals and the watermark", _create_tables),
     (2, "the single watermark row", _seed_watermark),
     (3, "when the watermark last moved", _mark_moved),
+    (5, "malformed products and those set aside", _product_failures),
 ]
 
-LATEST = STEPS[-1][0]
+LATEST = max(version for version, _, _ in STEPS)
 
 
 def schema_version(db: peewee.Database) -> int:

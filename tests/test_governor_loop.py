@@ -16,8 +16,9 @@ from actors import governor_loop
 from actors.broker import make_broker
 from actors.dispatch import Dispatch
 from actors.doorbell import BELL_KEY, Doorbell
-from actors.governor_actor import GovernorHost
+from actors.governor_actor import STALE_GRANT_MS, GovernorHost
 from actors.governor_loop import GovernorLoop
+from actors.grant_claims import CLAIM_PREFIX
 from actors.ledger import KEYS, SNAPSHOT_KEY, Ledger
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
@@ -127,6 +128,24 @@ def test_a_stopped_loop_gives_its_lease_up_so_the_next_governor_takes_over_at_on
     assert Ledger(broker.client, holder="next").acquire()
     loop.host.ledger.release()  # not the holder any more: the next governor keeps it
     assert Ledger(broker.client, holder="next").leader() == "next"
+
+
+def test_an_unsettled_grant_is_sent_again_only_if_no_worker_claimed_it(loop, caplog):
+    broker = loop.host.broker
+    _ask(broker, "slow", "dead", "lost")
+    loop.step()
+    for gid, process, beat_ms in (("slow", "live-process", NOW + STALE_GRANT_MS), ("dead", "dead-process", NOW)):
+        broker.client.set(CLAIM_PREFIX + gid, json.dumps({"state": "calling", "owner": f"{process}/1",
+                                                          "since_ms": NOW}))
+        broker.client.zadd("dramatiq:__heartbeats__", {process: beat_ms})
+    loop.clock.ms = NOW + STALE_GRANT_MS
+    _ask(broker, "next", args=("wake", {}))
+    loop.step()
+    grants = [Message.decode(raw).args[0] for raw in broker.client.hvals("dramatiq:commit.msgs")]
+    assert sorted(grants) == ["dead", "lost", "lost", "slow"]  # the unclaimed one, and only it, again
+    assert "grant slow has not settled in 120 s: calling by worker live-pro, alive" in caplog.text
+    assert "grant dead has not settled in 120 s: calling by worker dead-pro, gone" in caplog.text
+    assert "grant lost has not started in 120 s: sending it again" in caplog.text
 
 
 # -- the doorbell ---------------------------------------------------------------------------------
