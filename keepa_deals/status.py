@@ -8,6 +8,7 @@ import time
 
 import redis
 
+from actors.grant_claims import calls_repeated
 from actors.ledger import Ledger
 from governor.model import CLASSES
 from keepa_deals.settings import Settings
@@ -19,7 +20,8 @@ def collect(settings: Settings, now_ms: int | None = None, store=None) -> dict:
     from storage.store import open_store
 
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    snap = Ledger(redis.Redis.from_url(settings.redis_url)).read_snapshot()
+    client = redis.Redis.from_url(settings.redis_url)
+    snap = Ledger(client).read_snapshot()
     store = store or open_store(settings.database_url)
     explanations = (snap or {}).get("explanations", [])
     pending = {}
@@ -50,6 +52,8 @@ def collect(settings: Settings, now_ms: int | None = None, store=None) -> dict:
         "deals_ingested_last_hour": store.deals_ingested_since(now - HOUR_MS),
         "candidates_waiting": store.candidates_waiting(),
         "watermark_age_s": _seconds(store.watermark_age_ms(now)),
+        "products_set_aside": store.products_set_aside(),
+        "calls_repeated": calls_repeated(client),
     }
 
 
@@ -86,6 +90,8 @@ def render(doc: dict) -> str:
     lines.append(f"last grant {_ago(now, doc['last_grant_ms'])}; watermark age {doc['watermark_age_s']} s")
     lines.append(f"deals: {doc['deals_stored']} stored, {doc['deals_ingested']} ingested "
                  f"({doc['deals_ingested_last_hour']} in the last hour), {doc['candidates_waiting']} candidates")
+    lines.append(f"set aside: {doc['products_set_aside']} products (malformed 3 times; "
+                 f"`keepa-deals replay-set-aside` puts them back); calls repeated: {doc['calls_repeated']}")
     err = doc["last_error"]
     lines.append("last Keepa error: none" if not err else
                  f"last Keepa error {_ago(now, err['at_ms'])}: {err['endpoint']} {err['outcome']} {err['message']}")

@@ -23,6 +23,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from actors.grant_claims import REPEATED_KEY
 from metrics.families import INGEST_WINDOW_MINUTES, DatabaseCounts, families
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class CountStore(Protocol):
     def last_ingested_ms(self) -> int | None: ...
     def candidates_waiting(self) -> int: ...
     def watermark_age_ms(self, now_ms: int) -> int | None: ...
+    def products_set_aside(self) -> int: ...
 
 
 def wall_clock_ms() -> int:
@@ -68,7 +70,18 @@ def read_counts(store: CountStore, now_ms: int) -> DatabaseCounts:
         last_ingested_ms=store.last_ingested_ms(),
         candidates_waiting=int(store.candidates_waiting()),
         watermark_age_ms=store.watermark_age_ms(now_ms),
+        products_set_aside=int(store.products_set_aside()),
     )
+
+
+def read_calls_repeated(redis_client) -> int:
+    """The workers' count of Keepa calls made twice for one grant (:mod:`actors.grant_claims`)."""
+    raw = redis_client.get(REPEATED_KEY)
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        log.warning("%s is not an integer; exporting 0", REPEATED_KEY)
+        return 0
 
 
 class KeepaCollector:
@@ -89,10 +102,11 @@ class KeepaCollector:
     def collect(self):
         with self._lock:
             now_ms = self._now_ms()
-            snap, counts = None, None
+            snap, counts, repeated = None, None, 0
             up = {"redis": False, "database": False}
             try:
                 snap = read_snapshot(self._redis, self._key)
+                repeated = read_calls_repeated(self._redis)
                 up["redis"] = True
             except Exception as exc:  # any Redis failure must not fail the scrape
                 log.warning("cannot read the governor snapshot from Redis: %s", exc)
@@ -104,7 +118,7 @@ class KeepaCollector:
                     log.warning("cannot read deal counts from the database: %s", exc)
                 finally:
                     self._release_connection()
-        yield from families(snap, counts, now_ms, up)
+        yield from families(snap, counts, now_ms, up, calls_repeated=repeated)
 
     def _release_connection(self) -> None:
         """Scrapes run on short-lived server threads: close this thread's connection, if the store

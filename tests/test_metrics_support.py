@@ -12,6 +12,7 @@ from governor.model import Request
 from governor.policy import Governor
 from governor.snapshot import WaitHistogram, snapshot
 from keepa_api.tokens import Envelope
+from metrics.exporter import SNAPSHOT_KEY
 
 NOW_MS = 1_700_000_000_000
 EXPECTED_NAMES = {
@@ -23,14 +24,16 @@ EXPECTED_NAMES = {
     "keepa_last_deal_ingested_timestamp_seconds", "keepa_recharge_entries", "keepa_recharge_timeouts",
     "keepa_governor_leader", "keepa_governor_up", "keepa_governor_snapshot_age_seconds",
     "keepa_refill_rate_tokens_per_minute", "keepa_watermark_age_seconds", "keepa_exporter_source_up",
+    "keepa_calls_repeated", "keepa_products_set_aside",
 }
 
 
 class FakeStore:
     """The counting half of ``storage.store.Store`` with fixed answers; records what it was asked."""
 
-    def __init__(self, stored=0, ingested=0, recent=0, last_ms=None, waiting=0, watermark_ms=None, fail=False):
-        self.stored, self.ingested, self.recent = stored, ingested, recent
+    def __init__(self, stored=0, ingested=0, recent=0, last_ms=None, waiting=0, watermark_ms=None, fail=False,
+                 set_aside=0):
+        self.stored, self.ingested, self.recent, self.set_aside = stored, ingested, recent, set_aside
         self.last_ms, self.waiting, self.watermark_ms, self.fail = last_ms, waiting, watermark_ms, fail
         self.since_asked: list[int] = []
         self.closed = 0
@@ -64,20 +67,24 @@ class FakeStore:
         self._check()
         return None if self.watermark_ms is None else now_ms - self.watermark_ms
 
+    def products_set_aside(self):
+        self._check()
+        return self.set_aside
+
     def close(self):
         self.closed += 1
 
 
 class FakeRedis:
-    """``get`` only: returns the stored bytes, or raises if told to."""
+    """``get`` only: the snapshot's bytes (``value``) or those ``others`` hold by key, or raises if told to."""
 
-    def __init__(self, value=None, error: Exception | None = None):
-        self.value, self.error = value, error
+    def __init__(self, value=None, error: Exception | None = None, others: dict | None = None):
+        self.value, self.error, self.others = value, error, others or {}
 
     def get(self, key):
         if self.error:
             raise self.error
-        return self.value
+        return self.value if key == SNAPSHOT_KEY else self.others.get(key)
 
 
 def governor_snapshot(now_ms: int = NOW_MS) -> dict:
