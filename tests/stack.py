@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import redis
 
-from actors.ledger import Ledger
+from actors.ledger import GRANT_LOG_KEY, Ledger
 from keepa_api.server import FakeKeepa
 from storage.store import open_store
 from tests.services import RedisServer, free_port
@@ -138,3 +141,31 @@ class Stack:
 
     def ingested(self) -> int:
         return self.store.deals_ingested()
+
+    def grant_log(self) -> list[str]:
+        """Every grant id the governor issued, in order (its log in Redis, written with each grant)."""
+        return [g.decode() for g in self.redis.lrange(GRANT_LOG_KEY, 0, -1)]
+
+    def assert_granted_once(self) -> Counter:
+        """No request id granted twice, and every grant still in flight is in the log."""
+        log = Counter(self.grant_log())
+        twice = {gid: n for gid, n in log.items() if n > 1}
+        assert not twice, f"granted more than once: {twice}"
+        assert self.in_flight_ids() <= set(log)
+        return log
+
+    def rows(self, sql: str) -> list[tuple]:
+        """A query on the stack's SQLite file, as any client would run it (after the schema exists)."""
+        assert self.store is not None
+        with closing(sqlite3.connect(self.db_url.removeprefix("sqlite:///"), timeout=30)) as db:
+            return db.execute(sql).fetchall()
+
+    def states(self) -> dict[str, str]:
+        return dict(self.rows("SELECT asin, state FROM light_deal"))
+
+    def committed(self) -> set[str]:
+        return {asin for (asin,) in self.rows("SELECT asin FROM deal")}
+
+    def unfinished(self, asins) -> set[str]:
+        """Those of ``asins`` still claimed for a peek or waiting for their commit."""
+        return {a for a, s in self.states().items() if a in asins and s in ("peeking", "viable")}

@@ -19,7 +19,7 @@ from actors.doorbell import BELL_KEY, Doorbell
 from actors.governor_actor import STALE_GRANT_MS, GovernorHost
 from actors.governor_loop import GovernorLoop
 from actors.grant_claims import CLAIM_PREFIX
-from actors.ledger import KEYS, SNAPSHOT_KEY, Ledger
+from actors.ledger import GRANT_LOG_KEY, KEYS, SNAPSHOT_KEY, Ledger
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
 from tests.services import free_port
@@ -72,6 +72,7 @@ def test_a_batch_is_granted_written_and_acknowledged_in_one_step(loop):
     loop.step()
     grants = [Message.decode(broker.client.hget("dramatiq:commit.msgs", i)) for i in _ids(broker, "commit")]
     assert [g.args[0] for g in grants] == ["a", "b", "c"]
+    assert broker.client.lrange(GRANT_LOG_KEY, 0, -1) == [b"a", b"b", b"c"]  # logged in the same step
     assert _ids(broker, "governor") == [] and _acks(broker) == 0
     assert not broker.client.hlen("dramatiq:governor.msgs")          # acknowledged: bodies gone
     assert sorted(broker.client.hkeys(KEYS[3])) == [b"a", b"b", b"c"]  # in flight, durably
