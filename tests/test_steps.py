@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from prometheus_client import generate_latest
 
 from actors.grant_claims import CLAIM_PREFIX, calls_repeated
 from actors.ledger import Ledger
@@ -21,6 +22,7 @@ from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
 from keepa_deals.errors import DatabaseUnavailable, TransientError
+from metrics.exporter import build_registry
 from pipeline import batching
 from pipeline.verdict import ViabilityRule
 from pipeline.watermark import MAX_PAGES
@@ -361,6 +363,8 @@ class TestScan:
         steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})
         assert store.load_watermark().next_page == 4 and rt.broker.requests("upsert") == []  # stored, asks nothing
         assert calls_repeated(redis_db) == 2  # pages 2 and 3 were read again for this grant
+        scraped = generate_latest(build_registry(redis_db, None)).decode()
+        assert "\nkeepa_calls_repeated_total 2.0\n" in scraped  # as the metrics process exports it
         assert redis_db.get(SCAN_KEY) == b"1"  # and the scan runs on
         steps.upsert(retry["id"], retry["payload"])  # the retry reads what is left of its pages and goes on
         (following,) = rt.broker.requests("upsert")
