@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.steps import MAX_PRODUCT_FAILURES, OUTSTANDING_KEY, Steps
+from actors.product_calls import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES, OUTSTANDING_KEY
+from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.records import decode_products_each
@@ -138,7 +139,6 @@ def test_an_operator_sees_the_set_aside_products_and_replays_them(redis_server, 
 
 
 def test_a_failing_call_is_asked_for_again_a_bounded_number_of_times_then_set_aside(redis_db, store, keepa):
-    from actors.steps import MAX_CALL_ATTEMPTS
     from keepa_deals.errors import TransientError
 
     service, client = keepa
