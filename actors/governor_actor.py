@@ -17,7 +17,7 @@ import dramatiq
 from dramatiq import Message
 
 from actors.dispatch import Dispatch
-from actors.grant_claims import process_alive, read_claims
+from actors.grant_claims import attempt_alive, read_claims
 from actors.ledger import Ledger, Ops
 from actors.messages import ENDPOINTS, OUTCOMES, MalformedMessage, envelope_from, field
 from governor.config import GovernorConfig
@@ -202,12 +202,12 @@ class GovernorHost:
                        args=(grant.id, payload), kwargs={}, options={})
 
     def _resend_stale(self, now: int, outbox: list) -> None:
-        """Look again at grants unsettled for ``STALE_GRANT_MS``, never blindly: only a grant no
-        worker has claimed (its message lost, or still waiting on its queue) is sent again, and a
-        copy that finds it claimed does nothing (:mod:`actors.grant_claims`). A claimed one is a
-        worker's: a live worker is slow, not dead; a dead one's message comes back by Dramatiq's
-        redelivery, and that copy releases the grant. Either way it is logged with the worker's
-        liveness, once per ``STALE_GRANT_MS``."""
+        """Look again at grants unsettled for ``STALE_GRANT_MS``, never resending blindly: a grant
+        whose claim shows a live attempt (a slow call) or a finished one (its settle is on its way)
+        is left alone; one nobody claimed (lost, or still on its queue) or whose attempt is gone
+        (its worker died, or it raised where nothing retries it) is sent again, and that copy never
+        calls twice: it finds the claim and does nothing, stores the kept answer, or releases the
+        grant (:mod:`actors.grant_claims`). Logged once per ``STALE_GRANT_MS`` each."""
         resent = self.host.setdefault("resent_ms", {})
         stale = [gid for gid, grant in self.gov.in_flight.items()
                  if now - resent.get(gid, grant.granted_ms) >= STALE_GRANT_MS]
@@ -218,15 +218,13 @@ class GovernorHost:
             resent[gid] = now
             grant, claim = self.gov.in_flight[gid], claims[gid]
             age_s = (now - grant.granted_ms) // 1000
-            if claim is None:
-                log.warning("grant %s has not started in %d s: sending it again", gid, age_s)
-                outbox.append((self._grant_message(grant, self.payloads.get(gid, {})), None))
+            if claim is not None and (not claim.open or attempt_alive(self.ledger.redis, claim.owner, now)):
+                log.warning("grant %s has not settled in %d s: %s by worker %s, %s; not sent again", gid, age_s,
+                            claim.state, claim.process[:8], "still at it" if claim.open else "its settle is on its way")
                 continue
-            alive = process_alive(self.ledger.redis, f"{self.broker.namespace}:__heartbeats__", claim.process,
-                                  now, self.broker.heartbeat_timeout)
-            log.warning("grant %s has not settled in %d s: %s by worker %s, %s; not sent again", gid, age_s,
-                        claim.state, claim.process[:8],
-                        "alive (a slow call)" if alive else "gone (Dramatiq redelivers its message)")
+            log.warning("grant %s has not settled in %d s: %s; sending it again", gid, age_s,
+                        "never claimed" if claim is None else f"{claim.state} by worker {claim.process[:8]}, gone")
+            outbox.append((self._grant_message(grant, self.payloads.get(gid, {})), None))
 
     def _snapshot_doc(self, now: int) -> dict:
         doc = snapshot(self.gov, now, self.waits)

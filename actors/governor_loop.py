@@ -46,6 +46,7 @@ class GovernorLoop:
         self.batch_max = batch_max
         self.held: list = []          # (eta_ms, seq, message) from the delay queue, unacked until due
         self.unacked: list = []       # the batch being applied, acknowledged once written
+        self.unreturned: dict[str, list] = {QUEUE: [], DELAYED: []}  # to hand back when Redis answers
         self._seq = 0
         self.failures: dict[str, int] = {}
         self._standing_by = False
@@ -54,13 +55,17 @@ class GovernorLoop:
     def _hand_back(self) -> None:
         """Give every unacknowledged message back to its queue now. (Whatever this process fetched
         stays in its ack set, which Redis maintenance requeues only once the process's heartbeat
-        stops, so a live process must hand back itself.)"""
-        try:
-            self.dispatch.requeue(QUEUE, self.unacked)
-            self.dispatch.requeue(DELAYED, [m for *_, m in self.held])
-        except Exception:  # Redis gone: its maintenance requeues them after the heartbeat
-            log.exception("could not hand messages back; Redis will requeue them")
+        stops, so a live process must hand back itself; if Redis is gone, at a later step.)"""
+        self.unreturned[QUEUE] += self.unacked
+        self.unreturned[DELAYED] += [m for *_, m in self.held]
         self.held, self.unacked = [], []
+        try:
+            for queue, messages in self.unreturned.items():
+                self.dispatch.requeue(queue, messages)  # one handed back twice is moved once
+                self.unreturned[queue] = []
+        except Exception:  # Redis gone: kept, and handed back at the next step
+            log.exception("could not hand %d messages back; trying again at the next step",
+                          sum(map(len, self.unreturned.values())))
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -82,6 +87,8 @@ class GovernorLoop:
                 log.warning("could not give the lease up; it runs out in %d s", self.host.ledger.lease_ms // 1000)
 
     def step(self) -> None:
+        if any(self.unreturned.values()):
+            self._hand_back()
         now = self.host.clock_ms()
         if not self.host.begin(now):
             if not self._standing_by:

@@ -55,38 +55,37 @@ class ProductCalls:
             log.info("%s %s: %s by %s; no call made", endpoint, grant_id, begun.previous.state,
                      begun.previous.owner[:8])
             return None
-        if begun.action == STORE:
-            log.info("%s %s: its answer was paid for already; storing it, no call made", endpoint, grant_id)
-            return ProductAnswer.from_json(begun.previous.answer), begun.token
-        if begun.repeat:
-            log.warning("%s %s: the worker making this call died; released and asked for again", endpoint, grant_id)
-            self.settle(grant_id, endpoint, "timeout", None, "its worker died mid-call: outcome unknown, released")
-            self._retry(grant_id, payload.get("attempt", 0), endpoint, payload,
-                        TransientError("outcome unknown"), units=len(asins))
-            self.claims.finish(grant_id, begun.token, RELEASED)
-            return None
-        try:
-            # a commit stores stats, title and the offer count, never the price history: history=0
-            # costs the same tokens and spares Keepa, the wire and the decoder the 36 csv series
-            rt = self.rt
-            batch = rt.client.peek(asins) if endpoint == "peek" else rt.client.commit(asins, history=False)
-        except KeepaError as exc:
+        try:  # whatever raises, the attempt ends: a later copy (a retry, a resend) judges its claim
+            if begun.action == STORE:
+                log.info("%s %s: its answer was paid for already; storing it, no call made", endpoint, grant_id)
+                return ProductAnswer.from_json(begun.previous.answer), begun.token
+            if begun.repeat:
+                log.warning("%s %s: the attempt making this call is gone; released and asked for again",
+                            endpoint, grant_id)
+                self.settle(grant_id, endpoint, "timeout", None, "its attempt died mid-call: outcome unknown, released")
+                self._retry(grant_id, payload.get("attempt", 0), endpoint, payload,
+                            TransientError("outcome unknown"), units=len(asins))
+                self.claims.finish(grant_id, begun.token, RELEASED)
+                return None
             try:
-                self._call_failed(endpoint, grant_id, payload, asins, exc)
-            except BadKey:
+                # a commit stores stats, title and the offer count, never the price history: history=0
+                # costs the same tokens and spares Keepa, the wire and the decoder the 36 csv series
+                rt = self.rt
+                batch = rt.client.peek(asins) if endpoint == "peek" else rt.client.commit(asins, history=False)
+            except KeepaError as exc:
+                try:
+                    self._call_failed(endpoint, grant_id, payload, asins, exc)
+                except BadKey:
+                    self.claims.finish(grant_id, begun.token)
+                    raise
                 self.claims.finish(grant_id, begun.token)
-                raise
-            except BaseException:  # a later copy finds the attempt ended: it releases and asks again
-                self.claims.ended(begun.token)
-                raise
-            self.claims.finish(grant_id, begun.token)
-            return None
+                return None
+            answer = ProductAnswer.from_batch(batch)
+            self.claims.answered(grant_id, begun.token, answer.to_json())
+            return answer, begun.token
         except BaseException:
             self.claims.ended(begun.token)
             raise
-        answer = ProductAnswer.from_batch(batch)
-        self.claims.answered(grant_id, begun.token, answer.to_json())
-        return answer, begun.token
 
     def _call_failed(self, endpoint: str, grant_id: str, payload: dict, asins: list[str], exc: KeepaError) -> None:
         """Settle a failed /product call, then give each of its ASINs its next step, every path bounded:

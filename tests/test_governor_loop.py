@@ -18,7 +18,7 @@ from actors.dispatch import Dispatch
 from actors.doorbell import BELL_KEY, Doorbell
 from actors.governor_actor import STALE_GRANT_MS, GovernorHost
 from actors.governor_loop import GovernorLoop
-from actors.grant_claims import CLAIM_PREFIX
+from actors.grant_claims import ATTEMPTS_KEY, CLAIM_PREFIX
 from actors.ledger import GRANT_LOG_KEY, KEYS, SNAPSHOT_KEY, Ledger
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
@@ -95,6 +95,26 @@ def test_a_batch_that_cannot_be_written_goes_back_to_the_queue_at_once(loop):
     assert len(_ids(broker, "commit")) == 3 and _ids(broker, "governor") == []
 
 
+def test_messages_it_could_not_hand_back_while_redis_was_gone_go_back_once_it_answers(loop, monkeypatch):
+    broker = loop.host.broker
+    _ask(broker, "a")
+    loop.step()
+    broker.client.set(KEYS[0], "another governor")  # the batch cannot be written: it must go back
+    _ask(broker, "b", "c")
+    requeue = loop.dispatch.requeue
+
+    def redis_gone(queue_name, messages):
+        raise ConnectionError("Redis is gone")
+
+    monkeypatch.setattr(loop.dispatch, "requeue", redis_gone)
+    loop.step()
+    assert _acks(broker) == 2 and _ids(broker, "governor") == []  # fetched, stuck in this live process's ack set
+    monkeypatch.setattr(loop.dispatch, "requeue", requeue)
+    broker.client.delete(KEYS[0])
+    loop.step()                                                     # handed back, then fetched and granted
+    assert _acks(broker) == 0 and len(_ids(broker, "commit")) == 3
+
+
 def test_a_malformed_message_is_dropped_and_the_rest_of_its_batch_granted(loop, caplog):
     broker = loop.host.broker
     _ask(broker, "x", args=("request", {"cls": "commit"}))
@@ -131,22 +151,26 @@ def test_a_stopped_loop_gives_its_lease_up_so_the_next_governor_takes_over_at_on
     assert Ledger(broker.client, holder="next").leader() == "next"
 
 
-def test_an_unsettled_grant_is_sent_again_only_if_no_worker_claimed_it(loop, caplog):
+def test_an_unsettled_grant_is_sent_again_only_if_no_live_attempt_holds_it(loop, caplog):
     broker = loop.host.broker
-    _ask(broker, "slow", "dead", "lost")
+    _ask(broker, "slow", "gone", "lost", "done")
     loop.step()
-    for gid, process, beat_ms in (("slow", "live-process", NOW + STALE_GRANT_MS), ("dead", "dead-process", NOW)):
-        broker.client.set(CLAIM_PREFIX + gid, json.dumps({"state": "calling", "owner": f"{process}/1",
+    stale_at = NOW + STALE_GRANT_MS
+    for gid, state, beat_ms in (("slow", "calling", stale_at - 1_000), ("gone", "calling", stale_at - 60_000),
+                                ("done", "done", None)):
+        broker.client.set(CLAIM_PREFIX + gid, json.dumps({"state": state, "owner": f"worker-{gid}/1",
                                                           "since_ms": NOW}))
-        broker.client.zadd("dramatiq:__heartbeats__", {process: beat_ms})
-    loop.clock.ms = NOW + STALE_GRANT_MS
+        if beat_ms is not None:
+            broker.client.zadd(ATTEMPTS_KEY, {f"worker-{gid}/1": beat_ms})
+    loop.clock.ms = stale_at
     _ask(broker, "next", args=("wake", {}))
     loop.step()
     grants = [Message.decode(raw).args[0] for raw in broker.client.hvals("dramatiq:commit.msgs")]
-    assert sorted(grants) == ["dead", "lost", "lost", "slow"]  # the unclaimed one, and only it, again
-    assert "grant slow has not settled in 120 s: calling by worker live-pro, alive" in caplog.text
-    assert "grant dead has not settled in 120 s: calling by worker dead-pro, gone" in caplog.text
-    assert "grant lost has not started in 120 s: sending it again" in caplog.text
+    assert sorted(grants) == ["done", "gone", "gone", "lost", "lost", "slow"]  # resent: gone and lost only
+    assert "grant slow has not settled in 120 s: calling by worker worker-s, still at it" in caplog.text
+    assert "grant done has not settled in 120 s: done by worker worker-d, its settle is on its way" in caplog.text
+    assert "grant gone has not settled in 120 s: calling by worker worker-g, gone; sending it again" in caplog.text
+    assert "grant lost has not settled in 120 s: never claimed; sending it again" in caplog.text
 
 
 # -- the doorbell ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from actors.grant_claims import CLAIM_PREFIX, calls_repeated
+from actors.grant_claims import ATTEMPTS_KEY, CLAIM_PREFIX, calls_repeated
 from actors.product_answer import ProductAnswer
 from actors.steps import OUTSTANDING_KEY, Steps
 from keepa_api.catalogue import Catalogue
@@ -103,7 +103,7 @@ def test_a_copy_of_a_grant_that_a_live_worker_is_running_makes_no_call(redis_db,
     catalogue, client = keepa
     asins = candidates(store, catalogue, 1)
     redis_db.set(CLAIM_PREFIX + "peek:g:0", json.dumps({"state": "calling", "owner": "live/1", "since_ms": NOW}))
-    redis_db.zadd("dramatiq:__heartbeats__", {"live": NOW - 1_000})  # its process beat a second ago
+    redis_db.zadd(ATTEMPTS_KEY, {"live/1": NOW - 1_000})  # the attempt beat a second ago
     rt = Runtime(redis_db, store, client, rate=1_000)
     Steps(rt).peek("peek:g:0", {"asins": asins})
     assert client.calls == [] and rt.broker.sent == [] and claim_state(redis_db, "peek:g:0") == "calling"
@@ -113,7 +113,7 @@ def test_a_grant_whose_worker_died_mid_call_is_released_and_asked_for_again_neve
     catalogue, client = keepa
     asins = candidates(store, catalogue, 2)
     orphan_claim(redis_db, "peek:g:0")
-    redis_db.zadd("dramatiq:__heartbeats__", {"dead-process": NOW - 60_000})  # silent for a minute
+    redis_db.zadd(ATTEMPTS_KEY, {"dead-process/attempt": NOW - 60_000})  # silent for a minute
     rt = Runtime(redis_db, store, client, rate=1_000)
     Steps(rt).peek("peek:g:0", {"asins": asins})
     assert client.calls == []

@@ -85,7 +85,7 @@ def store(tmp_path):
 
 
 def orphan_claim(redis_client, grant_id, answer=None):
-    """The grant's claim as a worker process that died mid-call left it (no heartbeat at all)."""
+    """The grant's claim as an attempt that died mid-call left it (it beats no more)."""
     doc = {"state": "answered" if answer else "calling", "owner": "dead-process/attempt", "since_ms": 0}
     if answer:
         doc["answer"] = answer
