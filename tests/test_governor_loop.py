@@ -115,6 +115,27 @@ def test_messages_it_could_not_hand_back_while_redis_was_gone_go_back_once_it_an
     assert _acks(broker) == 0 and len(_ids(broker, "commit")) == 3
 
 
+def test_messages_a_failed_fetch_took_go_back_even_though_its_reply_was_lost(loop, monkeypatch):
+    broker = loop.host.broker
+    _ask(broker, "a")
+    loop.step()
+    _ask(broker, "b", "c")
+    fetch = loop.dispatch.fetch
+
+    def reply_lost(wanted):
+        fetch(wanted)  # Redis moved them to this process's ack set, then the connection dropped
+        raise ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(loop.dispatch, "fetch", reply_lost)
+    with pytest.raises(ConnectionError):
+        loop.step()
+    loop.failed_step()  # what the loop does after a step raised
+    monkeypatch.setattr(loop.dispatch, "fetch", fetch)
+    assert _acks(broker) == 2
+    loop.step()
+    assert _acks(broker) == 0 and len(_ids(broker, "commit")) == 3
+
+
 def test_a_malformed_message_is_dropped_and_the_rest_of_its_batch_granted(loop, caplog):
     broker = loop.host.broker
     _ask(broker, "x", args=("request", {"cls": "commit"}))
