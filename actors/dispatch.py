@@ -156,3 +156,11 @@ class Dispatch:
         ids = [m.options["redis_message_id"] for m in messages]
         if ids:
             self._run([self._args("requeue", queue_name, *ids)])
+
+    def requeue_all(self, queue_name: str) -> int:
+        """Hand back everything this process has fetched from ``queue_name`` and not acknowledged,
+        known to it or not (a fetch whose reply was lost leaves messages it never saw); how many."""
+        ids = self.broker.client.smembers(f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{queue_name}")
+        if ids:
+            self._run([self._args("requeue", queue_name, *ids)])
+        return len(ids)

@@ -17,6 +17,7 @@ import dramatiq
 from dramatiq import Message
 
 from actors.dispatch import Dispatch
+from actors.grant_claims import attempt_alive, read_claims
 from actors.ledger import Ledger, Ops
 from actors.messages import ENDPOINTS, OUTCOMES, MalformedMessage, envelope_from, field
 from governor.clock import ClockOffset
@@ -29,7 +30,7 @@ from governor.spend import SpendWindow
 log = logging.getLogger(__name__)
 
 STANDBY_RETRY_MS = 2_000
-STALE_GRANT_MS = 120_000       # a grant with no settle for this long is sent again
+STALE_GRANT_MS = 120_000       # a grant with no settle for this long is looked at again
 SNAPSHOT_EVERY_MS = 1_000
 ACTOR_FOR = {c: f"keepa_{c}" for c in CLASSES}
 
@@ -240,14 +241,29 @@ class GovernorHost:
                        args=(grant.id, payload), kwargs={}, options={})
 
     def _resend_stale(self, now: int, outbox: list) -> None:
+        """Look again at grants unsettled for ``STALE_GRANT_MS``, never resending blindly: a grant
+        whose claim shows a live attempt (a slow call) or a finished one (its settle is on its way)
+        is left alone; one nobody claimed (lost, or still on its queue) or whose attempt is gone
+        (its worker died, or it raised where nothing retries it) is sent again, and that copy never
+        calls twice: it finds the claim and does nothing, stores the kept answer, or releases the
+        grant (:mod:`actors.grant_claims`). Logged once per ``STALE_GRANT_MS`` each."""
         resent = self.host.setdefault("resent_ms", {})
-        for gid, grant in self.gov.in_flight.items():
-            last = resent.get(gid, grant.granted_ms)
-            if now - last >= STALE_GRANT_MS:
-                resent[gid] = now
-                log.warning("grant %s has not settled for %d s: sending it again",
-                            gid, (now - grant.granted_ms) // 1000)
-                outbox.append((self._grant_message(grant, self.payloads.get(gid, {})), None))
+        stale = [gid for gid, grant in self.gov.in_flight.items()
+                 if now - resent.get(gid, grant.granted_ms) >= STALE_GRANT_MS]
+        if not stale:
+            return
+        claims = read_claims(self.ledger.redis, stale)
+        for gid in stale:
+            resent[gid] = now
+            grant, claim = self.gov.in_flight[gid], claims[gid]
+            age_s = (now - grant.granted_ms) // 1000
+            if claim is not None and (not claim.open or attempt_alive(self.ledger.redis, claim.owner, now)):
+                log.warning("grant %s has not settled in %d s: %s by worker %s, %s; not sent again", gid, age_s,
+                            claim.state, claim.process[:8], "still at it" if claim.open else "its settle is on its way")
+                continue
+            log.warning("grant %s has not settled in %d s: %s; sending it again", gid, age_s,
+                        "never claimed" if claim is None else f"{claim.state} by worker {claim.process[:8]}, gone")
+            outbox.append((self._grant_message(grant, self.payloads.get(gid, {})), None))
 
     def _snapshot_doc(self, now: int) -> dict:
         doc = snapshot(self.gov, now, self.waits)

@@ -48,6 +48,7 @@ class GovernorLoop:
         self.batch_max = batch_max
         self.held: list = []          # (eta_ms, seq, message) from the delay queue, unacked until due
         self.unacked: list = []       # the batch being applied, acknowledged once written
+        self.sweep = False            # a step failed: hand back all this process holds, next step
         self._seq = 0
         self.failures: dict[str, int] = {}
         self._standing_by = False
@@ -57,13 +58,30 @@ class GovernorLoop:
     def _hand_back(self) -> None:
         """Give every unacknowledged message back to its queue now. (Whatever this process fetched
         stays in its ack set, which Redis maintenance requeues only once the process's heartbeat
-        stops, so a live process must hand back itself.)"""
+        stops, so a live process must hand back itself: if Redis is gone, at a later step.)"""
         try:
             self.dispatch.requeue(QUEUE, self.unacked)
             self.dispatch.requeue(DELAYED, [m for *_, m in self.held])
-        except Exception:  # Redis gone: its maintenance requeues them after the heartbeat
-            log.exception("could not hand messages back; Redis will requeue them")
+        except Exception:
+            log.exception("could not hand messages back; all this process holds goes back at a later step")
+            self.sweep = True
         self.held, self.unacked = [], []
+
+    def failed_step(self) -> None:
+        """After a step raised: drop the state (it reloads from Redis), hand back what it fetched,
+        and at the next step whatever else this process holds."""
+        self.host.forget()
+        self._hand_back()
+        self.sweep = True
+
+    def _sweep(self) -> None:
+        """After a failure: hand back everything in this process's ack sets, which holds nothing
+        now. A fetch whose reply was lost (Redis stopping mid-command) left messages there that this
+        process never saw, and nothing else would ever requeue them while it lives."""
+        returned = self.dispatch.requeue_all(QUEUE) + self.dispatch.requeue_all(DELAYED)
+        self.sweep = False
+        if returned:
+            log.warning("handed back %d messages this process had fetched but not applied", returned)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -73,8 +91,7 @@ class GovernorLoop:
                     self.step()
                 except Exception:
                     log.exception("governor loop: the step failed; state reloads from Redis")
-                    self.host.forget()
-                    self._hand_back()
+                    self.failed_step()
                     self.stop.wait(1.0)
         finally:
             self._hand_back()
@@ -85,6 +102,8 @@ class GovernorLoop:
                 log.warning("could not give the lease up; it runs out in %d s", self.host.ledger.lease_ms // 1000)
 
     def step(self) -> None:
+        if self.sweep:
+            self._sweep()
         now = self.host.clock_ms()
         if not self.host.begin(now):
             if not self._standing_by:

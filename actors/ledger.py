@@ -4,7 +4,9 @@ Keys (prefix ``keepa-deals:governor:``): ``core`` (JSON scalars), ``pending`` an
 (hashes: request or grant JSON with its payload), ``done`` (sorted set of finished ids by time, as
 many as the policy remembers: ``remember_ms`` back, at most ``remember_done``), ``lease`` (the
 leader's id, with a TTL, renewed by the leader every third of it whether or not it writes:
-``actors.governor_actor.GovernorHost.begin``), ``snapshot`` (the state document for status and metrics).
+``actors.governor_actor.GovernorHost.begin``), ``snapshot`` (the state document for status and metrics),
+``grants`` (every grant id in the order granted, the newest ``GRANT_LOG_MAX``, written in the same
+script as the grant: the log that shows no request was granted twice).
 
 Every write is one Lua script that first checks the lease: a governor that lost its lease (paused,
 partitioned, a second one started by mistake) can no longer change anything. Fencing, not hope.
@@ -25,16 +27,22 @@ from actors.dispatch import SEND_AND_ACK_LUA, Outbox
 PREFIX = "keepa-deals:governor:"
 KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
 SNAPSHOT_KEY = PREFIX + "snapshot"
+GRANT_LOG_KEY = PREFIX + "grants"   # every grant id, in grant order: an audit trail (at most GRANT_LOG_MAX)
+GRANT_LOG_MAX = 100_000
 LEASE_MS = 30_000
 
-_COMMIT = SEND_AND_ACK_LUA + """
+_COMMIT = SEND_AND_ACK_LUA + f"local GRANT_LOG_MAX = {GRANT_LOG_MAX}\n" + """
 local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] then return 0 end
 local ops = cjson.decode(ARGV[2])
 if ops.core then redis.call('SET', KEYS[2], ops.core) end
 for _, kv in ipairs(ops.pending_add) do redis.call('HSET', KEYS[3], kv[1], kv[2]) end
 for _, k in ipairs(ops.pending_del) do redis.call('HDEL', KEYS[3], k) end
-for _, kv in ipairs(ops.inflight_add) do redis.call('HSET', KEYS[4], kv[1], kv[2]) end
+for _, kv in ipairs(ops.inflight_add) do
+  redis.call('HSET', KEYS[4], kv[1], kv[2])
+  redis.call('RPUSH', KEYS[7], kv[1])
+end
+if #ops.inflight_add > 0 then redis.call('LTRIM', KEYS[7], -GRANT_LOG_MAX, -1) end
 for _, k in ipairs(ops.inflight_del) do redis.call('HDEL', KEYS[4], k) end
 for _, kv in ipairs(ops.done_add) do redis.call('ZADD', KEYS[5], kv[2], kv[1]) end
 if ops.done_before then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.done_before) end
@@ -125,7 +133,7 @@ class Ledger:
         in the same atomic step send and acknowledge what ``outbox`` holds. False: nothing happened."""
         doc = json.dumps(snapshot, separators=(",", ":")) if snapshot is not None else ""
         args = [self.holder, ops.to_json(), self.lease_ms, doc, *(outbox.args if outbox else ())]
-        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY], args=args))
+        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY, GRANT_LOG_KEY], args=args))
 
     def load(self) -> tuple[dict | None, list[dict], list[dict], dict[str, int]]:
         pipe = self.redis.pipeline()

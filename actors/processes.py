@@ -21,6 +21,7 @@ from dramatiq.common import dq_name
 
 from actors.app import setup
 from actors.ledger import Ledger
+from actors.peek_coverage import asins_awaiting_peek
 from actors.steps import OUTSTANDING_KEY
 from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 WORKER_QUEUES = ("upsert", "peek", "commit")
 DRAIN_TIMEOUT_MS = 8_000
+CLAIM_TIMEOUT_MINUTES = 10   # a claim no peek answers for this many Keepa minutes goes back in line
 
 
 def _stop_event() -> threading.Event:
@@ -118,7 +120,8 @@ def scheduler_tick(rt, now_ms: int) -> bool:
         return False
     snapshot = Ledger(rt.redis).read_snapshot()
     started = rt.steps.start_scan(now_ms, snapshot)
-    requeued = rt.store.requeue_stale_claims(now_ms - 10 * rt.minute_ms, now_ms)
+    requeued = rt.store.requeue_stale_claims(CLAIM_TIMEOUT_MINUTES * rt.minute_ms, now_ms,
+                                             in_use=asins_awaiting_peek(rt.broker))
     if requeued:
         log.warning("requeued %d candidates claimed by workers that never finished", requeued)
     if snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:

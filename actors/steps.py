@@ -1,8 +1,11 @@
 """What each pipeline actor does with its grant: call Keepa, store each unit at once, settle.
 
-Order matters for crash safety: store first (each ASIN its own transaction), then settle with the
-governor, then ask for follow-ups. A crash anywhere loses nothing already stored; a redelivered
-grant repeats an idempotent call and writes the same rows.
+Order matters for crash safety: claim the grant, call, keep the answer in the claim, store (each
+ASIN its own transaction), then settle with the governor, then ask for follow-ups. A crash anywhere
+loses nothing already stored, and a grant delivered again never buys the same answer twice: it
+stores the kept answer, or does nothing, or (its first call's outcome unknown) is released and
+asked for again (:mod:`actors.grant_claims`). A malformed product is asked for again alone, at
+most twice, then set aside (:mod:`actors.product_calls`, the peek and commit half of the steps).
 """
 
 from __future__ import annotations
@@ -13,34 +16,33 @@ from collections.abc import Iterator
 
 from dramatiq import Message
 
+from actors.grant_claims import CALL, GrantClaims
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage, envelope_to, field
+from actors.product_calls import OUTSTANDING_KEY, ProductCalls
 from actors.scan_frontier import ASKED_KEY, SCAN_KEY, ScanFrontier
 from keepa_api.tokens import merge_envelopes
-from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected
-from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, scan_pages, split
+from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens
+from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, scan_pages
 from pipeline.cadence import scan_due
-from pipeline.commit import commit_record
 from pipeline.screen import screen, selection_ranges
-from pipeline.verdict import NO_DATA, PeekStats, peek_verdict
 from pipeline.watermark import MAX_PAGES
 
 log = logging.getLogger(__name__)
 
 SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}   # the feed unfiltered, newest first
 LAST_SCAN_KEY = "keepa-deals:scan:last_ms"
-OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
 PEEK_WINDOW = 16
-NEW, SALES_RANK = 1, 3
 
 
-class Steps:
+class Steps(ProductCalls):
     """The actors' imperative shell. ``rt`` is the runtime: broker, redis, store, client, clock."""
 
     def __init__(self, rt):
         self.rt = rt
         self.frontier = ScanFrontier(rt.redis, ttl_ms=30 * rt.minute_ms)
         self.selection = deal_selection(rt.rule, rt.screen_query)
+        self.claims = GrantClaims(rt.redis, rt.broker, rt.clock_ms)
 
     # -- messages to the governor ---------------------------------------------------------------
     def _to_governor(self, kind: str, body: dict) -> None:
@@ -136,6 +138,21 @@ class Steps:
             self.ask(f"upsert:{scan}.{page}:0", "upsert", payload, units=pages, continues=True)
 
     def upsert(self, grant_id: str, payload: dict) -> None:
+        """Run a feed-scan grant under its claim (:mod:`actors.grant_claims`): a copy of a grant that
+        is settled, or that a live worker is running, does nothing. A copy whose predecessor died or
+        failed reads again the pages that were not stored; those calls are counted as repeated."""
+        begun = self.claims.begin(grant_id)
+        if begun.action != CALL:
+            log.info("upsert %s: %s by %s; no call made", grant_id, begun.previous.state, begun.previous.owner[:8])
+            return
+        try:
+            self._upsert(grant_id, payload, repeat=begun.repeat)
+        except BaseException:
+            self.claims.ended(begun.token)
+            raise
+        self.claims.finish(grant_id, begun.token)
+
+    def _upsert(self, grant_id: str, payload: dict, repeat: bool = False) -> None:
         """Read the granted feed pages at once and store them strictly in page order as they arrive
         (storing overlaps reading), moving the stored cursor one page at a time and only from where it
         stands (compare and set).
@@ -169,6 +186,8 @@ class Steps:
             elif stored.next_page == end and frontier.advance(scan, page, end):
                 self._ask_pages(scan, end)
             return
+        if repeat:
+            self.claims.count_repeated(end - stored.next_page)
         results = rt.read_pages(self.selection, range(stored.next_page, end))  # in page order, as they come
         read = []  # the answers taken from ``results`` so far; the settle needs every call's envelope
         more = True
@@ -230,85 +249,6 @@ class Steps:
                 return asked
             self.ask(f"peek:{asins[0]}x{len(asins)}:0", "peek", {"asins": asins}, units=len(asins))
             asked += 1
-
-    def ask_commits(self, asins: list[str]) -> None:
-        """Ask to commit viable ASINs, in calls of the plan's commit batch; the ids follow from the
-        ASINs, so a redelivered peek asks for the same commits again (the governor drops repeats)."""
-        for chunk in split(asins, self.rt.commit_batch()):
-            rid = f"commit:{chunk[0]}x{len(chunk)}:0" if len(chunk) > 1 else f"commit:{chunk[0]}:0"
-            self.ask(rid, "commit", {"asins": chunk}, units=len(chunk))
-
-    def _asins(self, payload: dict, where: str) -> list[str]:
-        asins = field(payload, "asins", list, where)
-        if not asins or not all(isinstance(a, str) and len(a) == 10 for a in asins):
-            raise MalformedMessage(f"{where}: asins must be a non-empty list of 10-character ASINs")
-        return asins
-
-    def _product_call(self, endpoint: str, grant_id: str, payload: dict, asins: list[str]):
-        """Run a /product call for a grant; on failure settle, then set aside or retry, and return None.
-
-        A rejected request (400) will never succeed: its ASINs are set aside with Keepa's reason.
-        A bad key stops the actor (no retry helps); anything else is asked for again."""
-        rt = self.rt
-        try:
-            # a commit stores stats, title and the offer count, never the price history: history=0
-            # costs the same tokens and spares Keepa, the wire and the decoder the 36 csv series
-            return rt.client.peek(asins) if endpoint == "peek" else rt.client.commit(asins, history=False)
-        except RequestRejected as exc:
-            self._failed(grant_id, endpoint, exc)
-            for asin in asins:
-                rt.store.record_verdict(asin, False, f"Keepa rejected the {endpoint}: {exc}", rt.clock_ms())
-            if endpoint == "peek":
-                rt.redis.decr(OUTSTANDING_KEY)
-        except KeepaError as exc:
-            self._failed(grant_id, endpoint, exc)
-            if isinstance(exc, BadKey):
-                raise
-            self._retry(grant_id, payload.get("attempt", 0), endpoint, payload, exc, units=len(asins))
-        return None
-
-    def peek(self, grant_id: str, payload: dict) -> None:
-        rt = self.rt
-        asins = self._asins(payload, "peek")
-        batch = self._product_call("peek", grant_id, payload, asins)
-        if batch is None:
-            return
-        now = rt.clock_ms()
-        found = {p.asin: p for p in batch.products}
-        verdicts = []
-        for asin in asins:
-            stats = _peek_stats(found.get(asin))
-            verdict = peek_verdict(stats, rt.rule) if stats else None
-            verdicts.append((asin, bool(verdict and verdict.viable),
-                             verdict.reason if verdict else "no stats from Keepa"))
-        rt.store.record_verdicts(verdicts, now)
-        viable_asins = [asin for asin, viable, _ in verdicts if viable]
-        self.ask_commits(viable_asins)
-        self.settle(grant_id, "peek", "ok", batch.envelope)
-        rt.redis.decr(OUTSTANDING_KEY)
-        self.top_up()
-
-    def commit(self, grant_id: str, payload: dict) -> None:
-        rt = self.rt
-        asins = self._asins(payload, "commit")
-        batch = self._product_call("commit", grant_id, payload, asins)
-        if batch is None:
-            return
-        now = rt.clock_ms()
-        answered = {product.asin for product in batch.products}
-        for asin in asins:  # nothing Keepa left out stays "viable" for ever: set it aside, saying why
-            if asin not in answered:
-                rt.store.record_verdict(asin, False, "Keepa's commit answer had no product for it", now)
-        for product in batch.products:
-            stats = _peek_stats(product)
-            try:
-                record = commit_record(asin=product.asin, title=product.title or "", stats=stats,
-                                       offers=len(product.offers or ()), deal_time_ms=now, now_ms=now)
-            except (ValueError, TypeError) as exc:
-                rt.store.record_verdict(product.asin, False, f"cannot make a deal: {exc}", now)
-                continue
-            rt.store.store_deal(record)
-        self.settle(grant_id, "commit", "ok", batch.envelope)
 
     def rejected(self, request_id: str, cls: str, payload: dict, reason: str) -> None:
         """The governor can never grant this request: split a batch, or set the ASIN aside."""
@@ -379,18 +319,6 @@ def _merged(read: list, rest: Iterator):
     read.extend(rest)
     envelopes = [r.envelope for r in read]
     return merge_envelopes(envelopes) if all(e is not None for e in envelopes) else None
-
-
-def _peek_stats(product) -> PeekStats | None:
-    stats = product.stats if product is not None else None
-    if stats is None:
-        return None
-
-    def at(values, index):
-        return values[index] if len(values) > index else NO_DATA
-
-    return PeekStats(price_new=at(stats.current, NEW), avg90_new=at(stats.avg90, NEW),
-                     sales_rank=at(stats.current, SALES_RANK))
 
 
 def dumps(value) -> str:

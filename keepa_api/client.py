@@ -28,7 +28,7 @@ from keepa_api.records import (
     ProductBatch,
     decode_deals,
     decode_envelope,
-    decode_products,
+    decode_products_each,
     load_body,
 )
 from keepa_api.tokens import Envelope
@@ -164,7 +164,7 @@ class KeepaClient:
         if rating:
             params["rating"] = 1
         body, envelope = self._call("product", params)
-        return ProductBatch(products=decode_products(body), envelope=envelope)
+        return _product_batch(body, envelope)
 
     def commit(self, asins: Iterable[str], *, offers: int = 20, stock: bool = False,
                stats_days: int = 90, history: bool = True) -> ProductBatch:
@@ -176,7 +176,7 @@ class KeepaClient:
         if stock:
             params["stock"] = 1
         body, envelope = self._call("product", params)
-        return ProductBatch(products=decode_products(body), envelope=envelope)
+        return _product_batch(body, envelope)
 
     def token(self) -> Envelope:
         """Keepa's free status call. For diagnostics only: read envelopes to make decisions."""
@@ -227,6 +227,18 @@ class KeepaClient:
             raise MalformedResponse(f"Keepa /{path}: a 200 response carries an 'error' object",
                                     status=status, envelope=envelope)
         return body, envelope
+
+
+def _product_batch(body, envelope: Envelope) -> ProductBatch:
+    """Decode product by product: a malformed product is listed in ``failed``, not raised, since
+    the call was paid for and the good products in it are worth keeping."""
+    try:
+        products, failed = decode_products_each(body)
+    except MalformedResponse as exc:  # not a /product answer at all: the whole call failed
+        raise MalformedResponse(f"Keepa /product: {exc}", status=200, envelope=envelope) from None
+    for asin, reason in failed:
+        log.warning("Keepa /product: malformed product %s: %s", asin or "(ASIN unreadable)", reason)
+    return ProductBatch(products=products, envelope=envelope, failed=failed)
 
 
 def _asin_list(asins: Iterable[str]) -> str:

@@ -21,6 +21,7 @@ import orjson
 
 from keepa_api.deal import Deal, decode_deal
 from keepa_api.fields import (
+    ASIN_PATTERN,
     MAX_KEEPA_MINUTE,
     NO_DATA,
     boolean,
@@ -38,7 +39,8 @@ from keepa_api.tokens import Envelope
 from keepa_deals.errors import MalformedResponse
 
 __all__ = ["Deal", "DealPage", "Offer", "Product", "ProductBatch", "Stats", "decode_deal", "decode_deals",
-           "decode_envelope", "decode_offer", "decode_product", "decode_products", "decode_stats",
+           "decode_envelope", "decode_offer", "decode_product", "decode_products", "decode_products_each",
+           "decode_stats",
            "keepa_minute_to_datetime", "load_body"]
 
 _LIST_ONLY, _PAIR_ONLY, _INT_ONLY, _FIRST = {list}, {2}, {int}, itemgetter(0)
@@ -100,8 +102,12 @@ class DealPage:
 
 @dataclass(frozen=True, slots=True)
 class ProductBatch:
+    """A /product answer: the products that decoded, and for each one that did not, its ASIN (None
+    if even that was unreadable) and the decoder's reason. One bad product spoils only itself."""
+
     products: tuple[Product, ...]
     envelope: Envelope
+    failed: tuple[tuple[str | None, str], ...] = ()
 
 
 # -- product parts ----------------------------------------------------------------------------------
@@ -267,12 +273,30 @@ def decode_deals(body) -> tuple[Deal, ...]:
     return tuple([decode_deal(row, f"deals.dr[{i}]") for i, row in enumerate(rows)])
 
 
-def decode_products(body) -> tuple[Product, ...]:
-    """``body["products"]`` of a /product response as Product records."""
+def _product_rows(body) -> list:
     if type(body) is not dict:
         raise malformed("response body", "an object", body)
     _check_no_error(body)
     rows = body.get("products")
     if type(rows) is not list:
         raise malformed("products", "an array", rows)
-    return tuple(decode_product(row, f"products[{i}]") for i, row in enumerate(rows))
+    return rows
+
+
+def decode_products(body) -> tuple[Product, ...]:
+    """``body["products"]`` of a /product response as Product records; any bad product raises."""
+    return tuple(decode_product(row, f"products[{i}]") for i, row in enumerate(_product_rows(body)))
+
+
+def decode_products_each(body) -> tuple[tuple[Product, ...], tuple[tuple[str | None, str], ...]]:
+    """``body["products"]`` decoded product by product: the good ones, and ``(asin, reason)`` for each
+    malformed one (``asin`` None when the product's own ASIN is unreadable). A body that is not a
+    /product answer at all still raises MalformedResponse."""
+    good, failed = [], []
+    for i, row in enumerate(_product_rows(body)):
+        try:
+            good.append(decode_product(row, f"products[{i}]"))
+        except MalformedResponse as exc:
+            asin = row.get("asin") if type(row) is dict else None
+            failed.append((asin if type(asin) is str and ASIN_PATTERN.fullmatch(asin) else None, str(exc)))
+    return tuple(good), tuple(failed)

@@ -18,6 +18,8 @@ import random
 import re
 import threading
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 DEAL_PAGE_COST, DEALS_PER_PAGE, MAX_DEAL_PAGE = 5, 150, 10_000 // 150
 DOMAINS = frozenset({1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12})
 _ASIN = re.compile(r"[0-9A-Z]{10}")
+_MALFORMED_PRODUCT = b'{"asin":"%s","title":"unreadable","stats":{"current":"not an array"}}'
 _GARBAGE = (b"<html><body>502 Bad Gateway</body></html>", b'{"tokensLeft": 5, "deals": {"dr": [',
             b'{"deals": [1, 2, 3], "products": "none"}')
 
@@ -43,10 +46,13 @@ class BadRequest(ValueError):
 
 @dataclass
 class Faults:
-    """Switches for bad days. Rates are shares of calls; ``storm_429`` answers the next N calls 429."""
+    """Switches for bad days. Rates are shares of calls; ``storm_429`` answers the next N calls 429;
+    ``malformed_product_rate`` is a share of products (the same ones every time, as a product whose
+    data Keepa cannot serve would be) sent malformed inside otherwise good /product answers."""
 
     error_rate: float = 0.0
     malformed_rate: float = 0.0
+    malformed_product_rate: float = 0.0
     storm_429: int = 0
     slow_ms: int = 0
     rogue_tokens_per_minute: int = 0
@@ -82,7 +88,9 @@ class KeepaService:
         self.catalogue = catalogue or Catalogue(seed, start_minute=self.epoch_ms // 60_000 - 21_564_000)
         self.bad_keys = frozenset(bad_keys)
         self.faults = faults or Faults()
+        self.seed = seed
         self.rng = random.Random(seed)
+        self.product_calls: Counter[str] = Counter()   # charged /product calls naming each ASIN
         self.lock = threading.Lock()
         self.charged_to_callers_total = 0
         self.largest_call = 0
@@ -150,6 +158,8 @@ class KeepaService:
             if cost and not self.bucket.charge(cost, bucket_ms):
                 return 429, self._body({}, self._envelope(real_ms, 0)), f.slow_ms / 1000
             self.charged_to_callers_total += cost
+            if path == "/product":
+                self.product_calls.update(params.get("asin", "").split(","))
             if cost:
                 self.largest_call = max(self.largest_call, cost)
                 self.min_balance = min(self.min_balance, self.bucket.balance)
@@ -190,7 +200,8 @@ class KeepaService:
             cost += (max(1, 6 * math.ceil(found / 10)) + 2 * stock) if offers else 1
             cost += rating
         def products(env: Envelope, _minutes: float) -> bytes:
-            rows = b",".join(self._product_json(a, stats, history, offers, stock) for a in items)
+            rows = b",".join(_MALFORMED_PRODUCT % a.encode() if self.malformed_product(a)
+                             else self._product_json(a, stats, history, offers, stock) for a in items)
             return b'{"products":[' + rows + b"]," + self._body({}, env)[1:]
 
         return cost, products
@@ -225,6 +236,11 @@ class KeepaService:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return page, query
+
+    def malformed_product(self, asin: str) -> bool:
+        """Whether the ``malformed_product_rate`` fault spoils this ASIN's product (fixed per ASIN)."""
+        rate = self.faults.malformed_product_rate
+        return bool(rate) and zlib.crc32(f"{self.seed}:{asin}".encode()) / 2**32 < rate
 
     # -- bodies ----------------------------------------------------------------------------------
     @staticmethod
@@ -263,6 +279,7 @@ class KeepaService:
                     "lost_at_cap_total": b.lost_at_cap_total, "rogue_spent_total": self.rogue_spent_total,
                     "charged_to_callers_total": self.charged_to_callers_total,
                     "min_balance": self.min_balance, "largest_call": self.largest_call,
+                    "product_calls_max_per_asin": max(self.product_calls.values(), default=0),
                     "requests_total": dict(self.requests_total), "faults": asdict(self.faults)}
 
 

@@ -66,6 +66,12 @@ def _status(args: argparse.Namespace) -> int:
     return status_main(_settings(), args.json)
 
 
+def _replay_set_aside(args: argparse.Namespace) -> int:
+    from keepa_deals.set_aside import main as replay_main
+
+    return replay_main(_settings(), args.asins, args.list)
+
+
 def _supervise(args: argparse.Namespace) -> int:
     from actors.processes import supervise
 
@@ -119,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="balance, recharge, why each class waits, deals")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+    replay = sub.add_parser("replay-set-aside", help="list the products set aside after malformed answers "
+                            "and put them back in line")
+    replay.add_argument("asins", nargs="*", help="only these ASINs (default: all set aside)")
+    replay.add_argument("--list", action="store_true", help="list them, change nothing")
+    replay.set_defaults(func=_replay_set_aside)
     sup = sub.add_parser("supervise", help="run a role and restart it if it dies unasked")
     sup.add_argument("role", nargs=argparse.REMAINDER)
     sup.set_defaults(func=_supervise)

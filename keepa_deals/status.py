@@ -8,6 +8,7 @@ import time
 
 import redis
 
+from actors.grant_claims import calls_repeated
 from actors.ledger import Ledger
 from governor.model import CLASSES
 from governor.spend import spent_since, tokens_per_deal, window_start_ms
@@ -20,12 +21,14 @@ def collect(settings: Settings, now_ms: int | None = None, store=None, client: r
     from storage.store import open_store
 
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    snap = Ledger(client or redis.Redis.from_url(settings.redis_url)).read_snapshot()
-    return document(snap, store or open_store(settings.database_url), now)
+    client = client or redis.Redis.from_url(settings.redis_url)
+    snap = Ledger(client).read_snapshot()
+    return document(snap, store or open_store(settings.database_url), now, calls_repeated(client))
 
 
-def document(snap: dict | None, store, now: int) -> dict:
-    """The status document from a governor snapshot (None: no governor state yet) and a store."""
+def document(snap: dict | None, store, now: int, repeated: int = 0) -> dict:
+    """The status document from a governor snapshot (None: no governor state yet), a store and the
+    workers' count of Keepa calls made twice for one grant (kept in Redis beside the snapshot)."""
     explanations = (snap or {}).get("explanations", [])
     pending = {}
     for cls in CLASSES:
@@ -62,6 +65,8 @@ def document(snap: dict | None, store, now: int) -> dict:
         "tokens_per_deal": round(tokens_per_deal(spent, ingested_last_hour), 2),
         "candidates_waiting": store.candidates_waiting(),
         "watermark_age_s": _seconds(store.watermark_age_ms(now)),
+        "products_set_aside": store.products_set_aside(),
+        "calls_repeated": repeated,
     }
 
 
@@ -101,6 +106,8 @@ def render(doc: dict) -> str:
                  f"{doc['deals_screened_out']} screened out")
     lines.append(f"tokens per deal: {doc['tokens_per_deal']:g} over the last hour "
                  f"({doc['tokens_spent_last_hour']} tokens spent)")
+    lines.append(f"set aside: {doc['products_set_aside']} products (malformed 3 times; "
+                 f"`keepa-deals replay-set-aside` puts them back); calls repeated: {doc['calls_repeated']}")
     err = doc["last_error"]
     lines.append("last Keepa error: none" if not err else
                  f"last Keepa error {_ago(now, err['at_ms'])}: {err['endpoint']} {err['outcome']} {err['message']}")

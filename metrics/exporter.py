@@ -23,6 +23,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from actors.grant_claims import REPEATED_KEY
 from governor.spend import window_start_ms
 from keepa_deals.lifeline import stop_on_signals
 from metrics.families import INGEST_WINDOW_MINUTES, DatabaseCounts, families
@@ -46,6 +47,7 @@ class CountStore(Protocol):
     def feed_last_scan_ms(self) -> int | None: ...
     def oldest_claim_ms(self) -> int | None: ...
     def deals_screened_out(self) -> int: ...
+    def products_set_aside(self) -> int: ...
 
 
 def wall_clock_ms() -> int:
@@ -76,7 +78,18 @@ def read_counts(store: CountStore, now_ms: int) -> DatabaseCounts:
         watermark_age_ms=store.watermark_age_ms(now_ms),
         deals_ingested_last_hour=int(store.deals_ingested_since(window_start_ms(now_ms))),
         deals_screened_out=int(store.deals_screened_out()),
+        products_set_aside=int(store.products_set_aside()),
     )
+
+
+def read_calls_repeated(redis_client) -> int:
+    """The workers' count of Keepa calls made twice for one grant (:mod:`actors.grant_claims`)."""
+    raw = redis_client.get(REPEATED_KEY)
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        log.warning("%s is not an integer; exporting 0", REPEATED_KEY)
+        return 0
 
 
 class KeepaCollector:
@@ -98,12 +111,13 @@ class KeepaCollector:
     def collect(self):
         with self._lock:
             now_ms = self._now_ms()
-            snap, counts = None, None
+            snap, counts, repeated = None, None, 0
             stalls: dict = {}
             up = {"redis": False, "database": False}
             try:
                 snap = read_snapshot(self._redis, self._key)
                 stalls["scheduler_tick_ms"] = read_scheduler_tick(self._redis)
+                repeated = read_calls_repeated(self._redis)
                 up["redis"] = True
             except Exception as exc:  # any Redis failure must not fail the scrape
                 log.warning("cannot read the governor snapshot from Redis: %s", exc)
@@ -116,7 +130,7 @@ class KeepaCollector:
                     log.warning("cannot read deal counts from the database: %s", exc)
                 finally:
                     self._release_connection()
-        yield from families(snap, counts, now_ms, up)
+        yield from families(snap, counts, now_ms, up, calls_repeated=repeated)
         yield from stall_families(StallReadings(**stalls), snap, now_ms, self._minute_s)
 
     def _release_connection(self) -> None:

@@ -40,6 +40,7 @@ class DatabaseCounts:
     watermark_age_ms: int | None
     deals_ingested_last_hour: int = 0   # committed since governor.spend.window_start_ms(now)
     deals_screened_out: int = 0         # feed deals set aside on their own numbers (never peeked)
+    products_set_aside: int = 0  # malformed three times: no more calls until replayed
 
 
 def _num(value, default: float = 0.0) -> float:
@@ -171,6 +172,9 @@ def database_families(counts: DatabaseCounts | None) -> list:
                c.candidates_waiting),
         _gauge("keepa_last_deal_ingested_timestamp_seconds", "Unix time in seconds of the last deal committed; "
                "0 if none.", _ms_to_s(c.last_ingested_ms)),
+        _gauge("keepa_products_set_aside", "Products Keepa answered malformed three times, set aside with no "
+               "more calls until an operator replays them (`keepa-deals replay-set-aside`), in products.",
+               c.products_set_aside),
         _gauge("keepa_watermark_age_seconds", "Seconds since a feed scan last moved the watermark (the newest "
                "deal time fully scanned); 0 if there is none yet.", _ms_to_s(c.watermark_age_ms)),
         CounterMetricFamily("keepa_deals_screened_out", "Feed deals set aside on their own numbers before any "
@@ -203,8 +207,12 @@ def source_family(up: dict[str, bool]) -> GaugeMetricFamily:
 
 
 def families(snap: dict | None, counts: DatabaseCounts | None, now_ms: int,
-             source_up: dict[str, bool] | None = None) -> list:
-    """Every keepa-deals metric family for one scrape."""
+             source_up: dict[str, bool] | None = None, calls_repeated: float = 0.0) -> list:
+    """Every keepa-deals metric family for one scrape (``calls_repeated``: the workers' count in Redis)."""
     up = source_up if source_up is not None else {"redis": snap is not None, "database": counts is not None}
+    repeated = CounterMetricFamily("keepa_calls_repeated", "Keepa calls made again for a grant that had "
+                                   "called already (a copy of the grant whose first call's outcome was "
+                                   "unknown), in calls; 0 when every grant is paid for once.",
+                                   value=_num(calls_repeated))
     return [*governor_families(snap, now_ms), *database_families(counts), *efficiency_families(snap, counts, now_ms),
-            source_family(up)]
+            repeated, source_family(up)]

@@ -82,6 +82,8 @@ def _screened_state(db: peewee.Database, t: Tables) -> None:
     db.execute_sql(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')
     for sql in indexes:
         db.execute_sql(sql)
+def _product_failures(db: peewee.Database, t: Tables) -> None:
+    db.create_tables([t.ProductFailure], safe=True)
 
 
 Step = tuple[int, str, Callable[[peewee.Database, Tables], None]]
@@ -91,6 +93,7 @@ STEPS: list[Step] = [
     (2, "the single watermark row", _seed_watermark),
     (3, "when the watermark last moved", _mark_moved),
     (4, "light deals may be screened out on their own numbers", _screened_state),
+    (5, "malformed products and those set aside", _product_failures),
 ]
 
 LATEST = max(version for version, _, _ in STEPS)

@@ -7,6 +7,7 @@ databases (SQLite and PostgreSQL in one test session, say) never share or swap a
                     screened-out deal keeps the screen's reason)
     deal            the committed, visible deals (the fields of pipeline.commit.DealRecord)
     watermark       one row (id 1): the feed watermark and the scan cursor
+    product_failure one row per ASIN Keepa answered malformed, and whether it is set aside
     schema_version  one row per migration step applied
 """
 
@@ -65,6 +66,21 @@ class WatermarkRow(peewee.Model):
         table_name = "watermark"
 
 
+class ProductFailure(peewee.Model):
+    """A product Keepa answered malformed: how often, why, and whether it is set aside (no more calls
+    until an operator replays it, ``keepa-deals replay-set-aside``)."""
+
+    asin = peewee.CharField(max_length=32, primary_key=True)
+    stage = peewee.CharField(max_length=16)            # peek or commit: the call that failed last
+    failures = peewee.IntegerField(default=0)
+    reason = peewee.TextField(default="")              # the decoder's, of the last failure
+    updated_ms = peewee.BigIntegerField()
+    set_aside_ms = peewee.BigIntegerField(null=True, index=True)
+
+    class Meta:
+        table_name = "product_failure"
+
+
 class SchemaVersion(peewee.Model):
     version = peewee.IntegerField(primary_key=True)
     name = peewee.TextField()
@@ -79,12 +95,13 @@ class Tables:
     Deal: type[Deal]
     WatermarkRow: type[WatermarkRow]
     SchemaVersion: type[SchemaVersion]
+    ProductFailure: type[ProductFailure]
 
 
 def bind_models(db: peewee.Database) -> Tables:
     """Subclasses of every model bound to ``db`` (same table names, fields and indexes)."""
     bound = {}
-    for model in (LightDeal, Deal, WatermarkRow, SchemaVersion):
+    for model in (LightDeal, Deal, WatermarkRow, SchemaVersion, ProductFailure):
         meta = type("Meta", (), {"database": db, "table_name": model._meta.table_name})
         bound[model.__name__] = type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})
     return Tables(**bound)

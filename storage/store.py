@@ -35,7 +35,7 @@ from storage.db import (
     write_transaction,
 )
 from storage.migrations import migrate
-from storage.models import NEW, PEEKING, REJECTED, SCREENED, STATES, VIABLE, WATERMARK_ID, bind_models
+from storage.models import COMMITTED, NEW, PEEKING, REJECTED, SCREENED, STATES, VIABLE, WATERMARK_ID, bind_models
 from storage.statements import DEAL_COLUMNS, statements
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,20 @@ class Store:
         return bool(changed)
 
     @_guarded
-    def requeue_stale_claims(self, older_than_ms: int, now_ms: int) -> int:
-        """Return claims older than ``older_than_ms`` (a crashed worker's) to ``new``; how many."""
+    def requeue_stale_claims(self, older_than_ms: int, now_ms: int, in_use: Iterable[str] = ()) -> int:
+        """Return claims older than ``older_than_ms`` (an age, not a time: a crashed worker's claims)
+        to ``new``, but none of ``in_use`` (ASINs a peek still waiting somewhere will answer); how many."""
+        if older_than_ms < 0 or older_than_ms > now_ms:
+            raise ValueError(f"older_than_ms is an age in ms (0..now_ms), got {older_than_ms} at now_ms {now_ms}")
         L = self._t.LightDeal
+        keep = set(in_use)
         with write_transaction(self.db):
-            count = (L.update(state=NEW, claimed_ms=None)
-                     .where(L.state == PEEKING, L.claimed_ms < now_ms - older_than_ms).execute())
+            stale = [asin for (asin,) in L.select(L.asin).where(
+                L.state == PEEKING, L.claimed_ms < now_ms - older_than_ms).tuples() if asin not in keep]
+            count = 0
+            for at in range(0, len(stale), 500):
+                count += (L.update(state=NEW, claimed_ms=None)
+                          .where(L.asin.in_(stale[at:at + 500]), L.state == PEEKING).execute())
         if count:
             log.info("requeued %d candidates claimed more than %d ms ago", count, older_than_ms)
         return count
@@ -157,6 +165,62 @@ class Store:
             for asin, viable, reason in verdicts:
                 if not run(sql, (VIABLE if viable else REJECTED, reason, now_ms, now_ms, asin)):
                     log.debug("verdict for %s not recorded: unknown or already committed", asin)
+
+    # -- malformed products -----------------------------------------------------------------------
+
+    @_guarded
+    def record_product_failure(self, asin: str, stage: str, reason: str, now_ms: int) -> int:
+        """Count one malformed answer for ``asin`` (``stage``: peek or commit); how many so far."""
+        F = self._t.ProductFailure
+        with write_transaction(self.db):
+            (F.insert(asin=asin, stage=stage, failures=1, reason=reason, updated_ms=now_ms)
+             .on_conflict(conflict_target=[F.asin],
+                          update={F.failures: F.failures + 1, F.stage: stage, F.reason: reason, F.updated_ms: now_ms})
+             .execute())
+            return F.select(F.failures).where(F.asin == asin).scalar()
+
+    @_guarded
+    def set_aside(self, asin: str, stage: str, reason: str, now_ms: int) -> None:
+        """No more calls for ``asin`` until an operator replays it: its failure row says why, and its
+        light record leaves the pipeline (``rejected``, the reason saying it is set aside)."""
+        F, L = self._t.ProductFailure, self._t.LightDeal
+        with write_transaction(self.db):
+            (F.insert(asin=asin, stage=stage, failures=0, reason=reason, updated_ms=now_ms, set_aside_ms=now_ms)
+             .on_conflict(conflict_target=[F.asin], update={F.set_aside_ms: now_ms, F.updated_ms: now_ms})
+             .execute())
+            (L.update(state=REJECTED, claimed_ms=None, reason=f"set aside after malformed answers: {reason}"[:500])
+             .where(L.asin == asin, L.state != COMMITTED).execute())
+        log.warning("set aside %s after malformed %s answers: %s", asin, stage, reason)
+
+    @_guarded
+    def products_set_aside(self) -> int:
+        F = self._t.ProductFailure
+        return F.select().where(F.set_aside_ms.is_null(False)).count()
+
+    @_guarded
+    def set_aside_products(self) -> list[dict]:
+        """Each set-aside product: asin, stage, failures, reason, set_aside_ms (oldest first)."""
+        F = self._t.ProductFailure
+        query = (F.select(F.asin, F.stage, F.failures, F.reason, F.set_aside_ms)
+                 .where(F.set_aside_ms.is_null(False)).order_by(F.set_aside_ms, F.asin))
+        return list(query.dicts())
+
+    @_guarded
+    def replay_set_aside(self, asins: Iterable[str] | None = None) -> list[str]:
+        """Put set-aside products (all, or those of ``asins``) back in line as new candidates, their
+        failure count cleared; which ASINs went back."""
+        F, L = self._t.ProductFailure, self._t.LightDeal
+        with write_transaction(self.db):
+            query = F.select(F.asin).where(F.set_aside_ms.is_null(False))
+            if asins is not None:
+                query = query.where(F.asin.in_(list(asins)))
+            chosen = [asin for (asin,) in query.tuples()]
+            for at in range(0, len(chosen), 500):
+                part = chosen[at:at + 500]
+                F.delete().where(F.asin.in_(part)).execute()
+                (L.update(state=NEW, claimed_ms=None, reason="")
+                 .where(L.asin.in_(part), L.state == REJECTED).execute())
+        return chosen
 
     # -- committed deals --------------------------------------------------------------------------
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import redis
 
-from actors.ledger import Ledger
+from actors.ledger import GRANT_LOG_KEY, Ledger
 from keepa_api.catalogue import Catalogue
 from keepa_api.server import FakeKeepa
 from storage.store import open_store
@@ -146,3 +149,59 @@ class Stack:
 
     def ingested(self) -> int:
         return self.store.deals_ingested()
+
+    def grant_log(self) -> list[str]:
+        """Every grant id the governor issued, in order (its log in Redis, written with each grant)."""
+        return [g.decode() for g in self.redis.lrange(GRANT_LOG_KEY, 0, -1)]
+
+    def assert_granted_once(self) -> Counter:
+        """No request id granted twice, and every grant in flight is in the log (both read at one
+        instant, MULTI/EXEC: read one after the other, a grant in between is in flight only)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lrange(GRANT_LOG_KEY, 0, -1)
+        pipe.hkeys("keepa-deals:governor:inflight")
+        logged, in_flight = pipe.execute()
+        log = Counter(g.decode() for g in logged)
+        twice = {gid: n for gid, n in log.items() if n > 1}
+        assert not twice, f"granted more than once: {twice}"
+        assert {g.decode() for g in in_flight} <= set(log)
+        return log
+
+    def rows(self, sql: str) -> list[tuple]:
+        """A query on the stack's SQLite file, as any client would run it (after the schema exists)."""
+        assert self.store is not None
+        with closing(sqlite3.connect(self.db_url.removeprefix("sqlite:///"), timeout=30)) as db:
+            return db.execute(sql).fetchall()
+
+    def states(self) -> dict[str, str]:
+        return dict(self.rows("SELECT asin, state FROM light_deal"))
+
+    def committed(self) -> set[str]:
+        return {asin for (asin,) in self.rows("SELECT asin FROM deal")}
+
+    def wait_finished(self, asins, timeout_s: float, what: str) -> None:
+        """Wait until none of ``asins`` is claimed or viable; on timeout say where each one's peek or
+        commit is (governor pending or in flight, which queue) and its grant's claim."""
+        try:
+            wait_for(lambda: not self.unfinished(asins), timeout_s, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.whereabouts(self.unfinished(asins))}") from None
+
+    def whereabouts(self, asins) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {asin: [] for asin in asins}
+        for where, key in (("pending", "keepa-deals:governor:pending"), ("in flight", "keepa-deals:governor:inflight")):
+            for rid, raw in self.redis.hgetall(key).items():
+                for asin in asins:
+                    if asin.encode() in raw:
+                        claim = self.redis.get(f"keepa-deals:grant:{rid.decode()}")
+                        found[asin].append(f"{where} {rid.decode()} claim={claim}")
+        for key in self.redis.keys("dramatiq:*.msgs"):
+            for raw in self.redis.hvals(key):
+                for asin in asins:
+                    if asin.encode() in raw:
+                        found[asin].append(f"{key.decode()}: {raw[:160]!r}")
+        return found
+
+    def unfinished(self, asins) -> set[str]:
+        """Those of ``asins`` still claimed for a peek or waiting for their commit."""
+        return {a for a, s in self.states().items() if a in asins and s in ("peeking", "viable")}

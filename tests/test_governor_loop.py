@@ -16,9 +16,10 @@ from actors import governor_loop
 from actors.broker import make_broker
 from actors.dispatch import Dispatch
 from actors.doorbell import BELL_KEY, Doorbell
-from actors.governor_actor import GovernorHost
+from actors.governor_actor import STALE_GRANT_MS, GovernorHost
 from actors.governor_loop import GovernorLoop
-from actors.ledger import KEYS, SNAPSHOT_KEY, Ledger
+from actors.grant_claims import ATTEMPTS_KEY, CLAIM_PREFIX
+from actors.ledger import GRANT_LOG_KEY, KEYS, SNAPSHOT_KEY, Ledger
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
 from tests.services import free_port
@@ -71,6 +72,7 @@ def test_a_batch_is_granted_written_and_acknowledged_in_one_step(loop):
     loop.step()
     grants = [Message.decode(broker.client.hget("dramatiq:commit.msgs", i)) for i in _ids(broker, "commit")]
     assert [g.args[0] for g in grants] == ["a", "b", "c"]
+    assert broker.client.lrange(GRANT_LOG_KEY, 0, -1) == [b"a", b"b", b"c"]  # logged in the same step
     assert _ids(broker, "governor") == [] and _acks(broker) == 0
     assert not broker.client.hlen("dramatiq:governor.msgs")          # acknowledged: bodies gone
     assert sorted(broker.client.hkeys(KEYS[3])) == [b"a", b"b", b"c"]  # in flight, durably
@@ -91,6 +93,47 @@ def test_a_batch_that_cannot_be_written_goes_back_to_the_queue_at_once(loop):
     broker.client.delete(KEYS[0])
     loop.step()
     assert len(_ids(broker, "commit")) == 3 and _ids(broker, "governor") == []
+
+
+def test_messages_it_could_not_hand_back_while_redis_was_gone_go_back_once_it_answers(loop, monkeypatch):
+    broker = loop.host.broker
+    _ask(broker, "a")
+    loop.step()
+    broker.client.set(KEYS[0], "another governor")  # the batch cannot be written: it must go back
+    _ask(broker, "b", "c")
+    requeue = loop.dispatch.requeue
+
+    def redis_gone(queue_name, messages):
+        raise ConnectionError("Redis is gone")
+
+    monkeypatch.setattr(loop.dispatch, "requeue", redis_gone)
+    loop.step()
+    assert _acks(broker) == 2 and _ids(broker, "governor") == []  # fetched, stuck in this live process's ack set
+    monkeypatch.setattr(loop.dispatch, "requeue", requeue)
+    broker.client.delete(KEYS[0])
+    loop.step()                                                     # handed back, then fetched and granted
+    assert _acks(broker) == 0 and len(_ids(broker, "commit")) == 3
+
+
+def test_messages_a_failed_fetch_took_go_back_even_though_its_reply_was_lost(loop, monkeypatch):
+    broker = loop.host.broker
+    _ask(broker, "a")
+    loop.step()
+    _ask(broker, "b", "c")
+    fetch = loop.dispatch.fetch
+
+    def reply_lost(wanted):
+        fetch(wanted)  # Redis moved them to this process's ack set, then the connection dropped
+        raise ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(loop.dispatch, "fetch", reply_lost)
+    with pytest.raises(ConnectionError):
+        loop.step()
+    loop.failed_step()  # what the loop does after a step raised
+    monkeypatch.setattr(loop.dispatch, "fetch", fetch)
+    assert _acks(broker) == 2
+    loop.step()
+    assert _acks(broker) == 0 and len(_ids(broker, "commit")) == 3
 
 
 def test_a_malformed_message_is_dropped_and_the_rest_of_its_batch_granted(loop, caplog):
@@ -127,6 +170,28 @@ def test_a_stopped_loop_gives_its_lease_up_so_the_next_governor_takes_over_at_on
     assert Ledger(broker.client, holder="next").acquire()
     loop.host.ledger.release()  # not the holder any more: the next governor keeps it
     assert Ledger(broker.client, holder="next").leader() == "next"
+
+
+def test_an_unsettled_grant_is_sent_again_only_if_no_live_attempt_holds_it(loop, caplog):
+    broker = loop.host.broker
+    _ask(broker, "slow", "gone", "lost", "done")
+    loop.step()
+    stale_at = NOW + STALE_GRANT_MS
+    for gid, state, beat_ms in (("slow", "calling", stale_at - 1_000), ("gone", "calling", stale_at - 60_000),
+                                ("done", "done", None)):
+        broker.client.set(CLAIM_PREFIX + gid, json.dumps({"state": state, "owner": f"worker-{gid}/1",
+                                                          "since_ms": NOW}))
+        if beat_ms is not None:
+            broker.client.zadd(ATTEMPTS_KEY, {f"worker-{gid}/1": beat_ms})
+    loop.clock.ms = stale_at
+    _ask(broker, "next", args=("wake", {}))
+    loop.step()
+    grants = [Message.decode(raw).args[0] for raw in broker.client.hvals("dramatiq:commit.msgs")]
+    assert sorted(grants) == ["done", "gone", "gone", "lost", "lost", "slow"]  # resent: gone and lost only
+    assert "grant slow has not settled in 120 s: calling by worker worker-s, still at it" in caplog.text
+    assert "grant done has not settled in 120 s: done by worker worker-d, its settle is on its way" in caplog.text
+    assert "grant gone has not settled in 120 s: calling by worker worker-g, gone; sending it again" in caplog.text
+    assert "grant lost has not settled in 120 s: never claimed; sending it again" in caplog.text
 
 
 # -- the doorbell ---------------------------------------------------------------------------------

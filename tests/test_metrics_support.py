@@ -29,6 +29,7 @@ EXPECTED_NAMES = {
     "keepa_scheduler_last_tick_timestamp_seconds", "keepa_candidate_oldest_claim_age_seconds",
     "keepa_deals_screened_out", "keepa_deals_ingested_last_hour", "keepa_tokens_spent_last_hour",
     "keepa_tokens_per_deal",
+    "keepa_calls_repeated", "keepa_products_set_aside",
 }
 
 
@@ -36,8 +37,9 @@ class FakeStore:
     """The counting half of ``storage.store.Store`` with fixed answers; records what it was asked."""
 
     def __init__(self, stored=0, ingested=0, recent=0, last_ms=None, waiting=0, watermark_ms=None, fail=False,
-                 last_scan_ms=None, oldest_claim_ms=None, screened=0):
+                 last_scan_ms=None, oldest_claim_ms=None, screened=0, set_aside=0):
         self.stored, self.ingested, self.recent, self.screened = stored, ingested, recent, screened
+        self.set_aside = set_aside
         self.last_ms, self.waiting, self.watermark_ms, self.fail = last_ms, waiting, watermark_ms, fail
         self.last_scan_ms, self.claim_ms = last_scan_ms, oldest_claim_ms
         self.since_asked: list[int] = []
@@ -79,9 +81,14 @@ class FakeStore:
     def oldest_claim_ms(self):
         self._check()
         return self.claim_ms
+
     def deals_screened_out(self):
         self._check()
         return self.screened
+
+    def products_set_aside(self):
+        self._check()
+        return self.set_aside
 
     def close(self):
         self.closed += 1

@@ -69,6 +69,14 @@ def test_values_follow_the_governor_snapshot():
     assert value(parsed, "keepa_calls_total", endpoint="token", outcome="ok") == 0
 
 
+def test_calls_repeated_and_products_set_aside_come_from_shared_state():
+    from actors.grant_claims import REPEATED_KEY
+
+    parsed = samples(scrape(FakeRedis(None, others={REPEATED_KEY: b"7"}), FakeStore(set_aside=3)))
+    assert value(parsed, "keepa_calls_repeated_total") == 7
+    assert value(parsed, "keepa_products_set_aside") == 3
+
+
 def test_grant_waits_become_a_seconds_histogram_per_class():
     parsed = samples(scrape(FakeRedis(json.dumps(governor_snapshot())), FakeStore()))
     upsert = {"class": "upsert"}

@@ -6,12 +6,15 @@ Real Redis and SQLite; the embedded Keepa server stands in for Keepa, a list for
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from prometheus_client import generate_latest
 
+from actors.grant_claims import CLAIM_PREFIX, calls_repeated
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
 from actors.steps import LAST_SCAN_KEY, OUTSTANDING_KEY, PEEK_WINDOW, SCAN_KEY, Steps, read_pages
@@ -19,6 +22,7 @@ from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
 from keepa_deals.errors import DatabaseUnavailable, TransientError
+from metrics.exporter import build_registry
 from pipeline import batching
 from pipeline.verdict import ViabilityRule
 from pipeline.watermark import MAX_PAGES
@@ -79,6 +83,14 @@ def store(tmp_path):
     opened = open_store(f"sqlite:///{tmp_path}/deals.db")
     yield opened
     opened.close()
+
+
+def orphan_claim(redis_client, grant_id, answer=None):
+    """The grant's claim as an attempt that died mid-call left it (it beats no more)."""
+    doc = {"state": "answered" if answer else "calling", "owner": "dead-process/attempt", "since_ms": 0}
+    if answer:
+        doc["answer"] = answer
+    redis_client.set(CLAIM_PREFIX + grant_id, json.dumps(doc))
 
 
 def add_candidates(store, n):
@@ -316,13 +328,18 @@ class TestScan:
         assert store.load_watermark().next_page == 0  # page 0 reached the mark: scan 2 is over too
         read_before = store.deals_stored()
         steps.rt.broker.sent.clear()
-        steps.upsert("upsert:2.0:0", {"scan": 2, "page": 0, "pages": 4})  # a resend after it ended
+        steps.upsert("upsert:2.0:0", {"scan": 2, "page": 0, "pages": 4})  # a resend after it settled
+        assert steps.rt.broker.sent == [] and redis_db.get(SCAN_KEY) is None  # its claim says done
+        orphan_claim(redis_db, "upsert:2.0:0")  # as if its worker had died before settling
+        steps.upsert("upsert:2.0:0", {"scan": 2, "page": 0, "pages": 4})
         assert steps.rt.broker.settles()[0]["envelope"] is None and redis_db.get(SCAN_KEY) is None
         assert store.deals_stored() == read_before and steps.rt.broker.requests("upsert") == []
         steps.frontier.start(3, 0)
         steps.rt.broker.sent.clear()
+        orphan_claim(redis_db, "upsert:1.0:0")
         steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})  # scan 1's first grant again
         assert steps.rt.broker.requests("upsert") == [] and redis_db.get(SCAN_KEY) == b"3"
+        assert calls_repeated(redis_db) == 0  # every page was stored: none read again
 
     def test_a_failed_page_and_a_rerun_of_its_grant_leave_one_chain(self, redis_db, store, feed):
         client, pool = feed
@@ -342,8 +359,14 @@ class TestScan:
         (retry,) = rt.broker.requests("upsert")
         assert retry["payload"]["page"] == 2
         rt.broker.sent.clear()
-        steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})  # the failed grant runs again
+        steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})  # a copy of the settled grant
+        assert rt.broker.sent == [] and calls_repeated(redis_db) == 0      # does nothing
+        orphan_claim(redis_db, "upsert:1.0:0")  # a copy whose predecessor died before settling runs again
+        steps.upsert("upsert:1.0:0", {"scan": 1, "page": 0, "pages": 4})
         assert store.load_watermark().next_page == 4 and rt.broker.requests("upsert") == []  # stored, asks nothing
+        assert calls_repeated(redis_db) == 2  # pages 2 and 3 were read again for this grant
+        scraped = generate_latest(build_registry(redis_db, None)).decode()
+        assert "\nkeepa_calls_repeated_total 2.0\n" in scraped  # as the metrics process exports it
         assert redis_db.get(SCAN_KEY) == b"1"  # and the scan runs on
         steps.upsert(retry["id"], retry["payload"])  # the retry reads what is left of its pages and goes on
         (following,) = rt.broker.requests("upsert")
@@ -549,7 +572,7 @@ class TestScreen:
         peeked, done = [], 0
         while done < len(rt.broker.requests("peek")):
             payload = rt.broker.requests("peek")[done]["payload"]
-            steps.peek("g", payload)
+            steps.peek(f"g{done}", payload)  # a grant id each: a repeated id is a copy, paid once
             peeked += payload["asins"]
             done += 1
         return peeked

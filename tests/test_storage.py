@@ -242,6 +242,16 @@ def test_claims_of_a_crashed_worker_go_back_to_new_after_the_timeout(store):
     assert store.requeue_stale_claims(60_000, 200_000) == 2
 
 
+def test_a_stale_claim_that_a_peek_on_its_way_will_answer_stays_claimed(store):
+    for asin in ("B000000001", "B000000002"):
+        store.upsert_deal(asin, 1_000, 10_000)
+    store.take_candidates(2, 20_000)
+    assert store.requeue_stale_claims(60_000, 90_000, in_use={"B000000002"}) == 1
+    assert light(store, "B000000002")["state"] == "peeking" and light(store, "B000000001")["state"] == "new"
+    with pytest.raises(ValueError, match="an age"):  # a time passed where the age belongs
+        store.requeue_stale_claims(90_000 - 60_000 * 10, 90_000 - 1)
+
+
 def test_a_verdict_takes_a_candidate_out_of_line_and_never_undoes_a_commit(store):
     store.upsert_deal("B000000001", 1_000, 10_000)
     store.take_candidates(1, 11_000)

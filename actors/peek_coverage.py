@@ -1,0 +1,54 @@
+"""Which claimed candidates a peek still on its way will answer.
+
+A candidate is claimed (state ``peeking``) before its peek is asked for. Its peek then sits in one of
+these places until it runs: a request on the governor's queue or delay queue (a retry), the
+governor's pending set, the governor's in-flight set (granted), or the grant on the ``peek`` queue or
+its delay queue (a Dramatiq retry); a grant being run stays in the queue's message hash until it is
+acknowledged. A claim found in none of them belongs to a worker that died between the claim and the
+ask (or a grant dropped after its retries): :func:`actors.processes.scheduler_tick` returns it to line.
+
+Reads Dramatiq's Redis layout (``<namespace>:<queue>.msgs``), as :mod:`actors.dispatch` does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from dramatiq import Message
+from dramatiq.common import dq_name
+
+from actors.ledger import PREFIX
+
+log = logging.getLogger(__name__)
+
+
+def _asins(payload) -> list[str]:
+    asins = payload.get("asins") if isinstance(payload, dict) else None
+    return [a for a in asins if isinstance(a, str)] if isinstance(asins, list) else []
+
+
+def asins_awaiting_peek(broker) -> set[str]:
+    """Every ASIN named by a peek request or grant that has not finished yet."""
+    client, ns = broker.client, broker.namespace
+    found: set[str] = set()
+    for raw in client.hvals(PREFIX + "pending"):
+        entry = json.loads(raw)
+        if entry.get("cls") == "peek":
+            found.update(_asins(entry.get("payload")))
+    for raw in client.hvals(PREFIX + "inflight"):
+        entry = json.loads(raw)
+        if entry.get("grant", {}).get("request", {}).get("cls") == "peek":
+            found.update(_asins(entry.get("payload")))
+    for queue in ("governor", dq_name("governor"), "peek", dq_name("peek")):
+        for raw in client.hvals(f"{ns}:{queue}.msgs"):
+            try:
+                message = Message.decode(raw)
+                first, second = message.args[:2]
+            except Exception:  # not ours to judge here: the consumers drop malformed messages
+                continue
+            if message.actor_name == "keepa_peek":
+                found.update(_asins(second))
+            elif first == "request" and isinstance(second, dict) and second.get("cls") == "peek":
+                found.update(_asins(second.get("payload")))
+    return found

@@ -1,0 +1,203 @@
+"""The peek and commit actors' calls: Keepa's /product, paid for once, decoded product by product.
+
+A grant's call is made only under a fresh claim (:mod:`actors.grant_claims`); the answer is kept in
+the claim before anything is stored, so a grant delivered again stores it instead of buying it again.
+Each product of an answer stands alone: the good ones are stored, a malformed one is asked for again
+alone at most twice (``MAX_PRODUCT_FAILURES``), then set aside until an operator replays it
+(``keepa-deals replay-set-aside``). A call that keeps failing (5xx, timeouts) is asked for again at
+most ``MAX_CALL_ATTEMPTS`` times in a row, then its ASINs are set aside too.
+
+:class:`ProductCalls` is mixed into :class:`actors.steps.Steps`, whose ``ask``, ``settle``,
+``_retry``, ``_failed`` and ``top_up`` it uses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from actors.grant_claims import RELEASED, SKIP, STORE
+from actors.messages import MalformedMessage, field
+from actors.product_answer import ProductAnswer
+from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected, TransientError
+from pipeline.batching import split
+from pipeline.commit import commit_record
+from pipeline.verdict import peek_verdict
+
+log = logging.getLogger(__name__)
+
+OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
+MAX_PRODUCT_FAILURES = 3   # malformed answers for one product before it is set aside: asked alone twice
+MAX_CALL_ATTEMPTS = 20     # failed calls (5xx, timeouts) in a row before their ASINs are set aside
+
+
+class ProductCalls:
+    def ask_commits(self, asins: list[str]) -> None:
+        """Ask to commit viable ASINs, in calls of the plan's commit batch; the ids follow from the
+        ASINs, so a redelivered peek asks for the same commits again (the governor drops repeats)."""
+        for chunk in split(asins, self.rt.commit_batch()):
+            rid = f"commit:{chunk[0]}x{len(chunk)}:0" if len(chunk) > 1 else f"commit:{chunk[0]}:0"
+            self.ask(rid, "commit", {"asins": chunk}, units=len(chunk))
+
+    def _asins(self, payload: dict, where: str) -> list[str]:
+        asins = field(payload, "asins", list, where)
+        if not asins or not all(isinstance(a, str) and len(a) == 10 for a in asins):
+            raise MalformedMessage(f"{where}: asins must be a non-empty list of 10-character ASINs")
+        return asins
+
+    def _paid_answer(self, endpoint: str, grant_id: str, payload: dict, asins: list[str]):
+        """The grant's paid-for /product answer and this attempt's claim token, or None when there is
+        nothing to store. Keepa is called only under a fresh claim (:mod:`actors.grant_claims`): a copy
+        of the grant whose answer was kept stores that answer; a copy that finds a live one at work,
+        or the grant settled, does nothing; a copy whose predecessor died mid-call releases the
+        grant (settled with no envelope) and asks again under a new id, never calling under this one."""
+        begun = self.claims.begin(grant_id)
+        if begun.action == SKIP:
+            log.info("%s %s: %s by %s; no call made", endpoint, grant_id, begun.previous.state,
+                     begun.previous.owner[:8])
+            return None
+        try:  # whatever raises, the attempt ends: a later copy (a retry, a resend) judges its claim
+            if begun.action == STORE:
+                log.info("%s %s: its answer was paid for already; storing it, no call made", endpoint, grant_id)
+                return ProductAnswer.from_json(begun.previous.answer), begun.token
+            if begun.repeat:
+                log.warning("%s %s: the attempt making this call is gone; released and asked for again",
+                            endpoint, grant_id)
+                self.settle(grant_id, endpoint, "timeout", None, "its attempt died mid-call: outcome unknown, released")
+                self._retry(grant_id, payload.get("attempt", 0), endpoint, payload,
+                            TransientError("outcome unknown"), units=len(asins))
+                self.claims.finish(grant_id, begun.token, RELEASED)
+                return None
+            try:
+                # a commit stores stats, title and the offer count, never the price history: history=0
+                # costs the same tokens and spares Keepa, the wire and the decoder the 36 csv series
+                rt = self.rt
+                batch = rt.client.peek(asins) if endpoint == "peek" else rt.client.commit(asins, history=False)
+            except KeepaError as exc:
+                try:
+                    self._call_failed(endpoint, grant_id, payload, asins, exc)
+                except BadKey:
+                    self.claims.finish(grant_id, begun.token)
+                    raise
+                self.claims.finish(grant_id, begun.token)
+                return None
+            answer = ProductAnswer.from_batch(batch)
+            self.claims.answered(grant_id, begun.token, answer.to_json())
+            return answer, begun.token
+        except BaseException:
+            self.claims.ended(begun.token)
+            raise
+
+    def _call_failed(self, endpoint: str, grant_id: str, payload: dict, asins: list[str], exc: KeepaError) -> None:
+        """Settle a failed /product call, then give each of its ASINs its next step, every path bounded:
+        a rejected request (400) never succeeds, so its ASINs are rejected with Keepa's reason; an
+        answer that was paid for but unreadable as a whole counts as a malformed answer for each ASIN
+        (:meth:`_product_failures`); a bad key stops the actor; anything else is asked for again, up
+        to ``MAX_CALL_ATTEMPTS`` calls, then its ASINs are set aside."""
+        rt = self.rt
+        self._failed(grant_id, endpoint, exc)
+        if isinstance(exc, BadKey):
+            raise exc
+        now, attempt = rt.clock_ms(), payload.get("attempt", 0)
+        if isinstance(exc, RequestRejected):
+            rt.store.record_verdicts([(a, False, f"Keepa rejected the {endpoint}: {exc}") for a in asins], now)
+        elif isinstance(exc, MalformedResponse):
+            self._product_failures(endpoint, dict.fromkeys(asins, str(exc)), now)
+        elif isinstance(exc, NotEnoughTokens) or attempt + 1 < MAX_CALL_ATTEMPTS:
+            self._retry(grant_id, attempt, endpoint, payload, exc, units=len(asins))
+            return
+        else:
+            for asin in asins:
+                rt.store.set_aside(asin, endpoint, f"Keepa failed {attempt + 1} calls in a row: {exc}", now)
+        if endpoint == "peek":
+            rt.redis.decr(OUTSTANDING_KEY)
+
+    def _product_failures(self, stage: str, failed: dict[str, str], now: int) -> None:
+        """Count a malformed answer for each ASIN of ``failed`` (asin -> the decoder's reason): ask
+        again for it alone while it has failed fewer than ``MAX_PRODUCT_FAILURES`` times, else set it
+        aside (no more calls until an operator replays it)."""
+        rt = self.rt
+        for asin, reason in failed.items():
+            count = rt.store.record_product_failure(asin, stage, reason, now)
+            if count >= MAX_PRODUCT_FAILURES:
+                rt.store.set_aside(asin, stage, reason, now)
+                continue
+            log.warning("%s %s: malformed answer %d (%s); asking for it alone", stage, asin, count, reason)
+            if stage == "peek":
+                rt.redis.incr(OUTSTANDING_KEY)  # a window slot for the single peek
+            self.ask(f"peek:{asin}x1:m{count}" if stage == "peek" else f"commit:{asin}:m{count}", stage,
+                     {"asins": [asin]})
+
+    def peek(self, grant_id: str, payload: dict) -> None:
+        rt = self.rt
+        asins = self._asins(payload, "peek")
+        paid = self._paid_answer("peek", grant_id, payload, asins)
+        if paid is None:
+            return
+        answer, token = paid
+        try:
+            now = rt.clock_ms()
+            failed = _failed_products(asins, answer)
+            found = {p.asin: p for p in answer.products}
+            verdicts = []
+            for asin in asins:
+                if asin in failed:
+                    continue
+                stats = found[asin].stats if asin in found else None
+                verdict = peek_verdict(stats, rt.rule) if stats else None
+                verdicts.append((asin, bool(verdict and verdict.viable),
+                                 verdict.reason if verdict else "no stats from Keepa"))
+            rt.store.record_verdicts(verdicts, now)
+            self._product_failures("peek", failed, now)
+            self.ask_commits([asin for asin, viable, _ in verdicts if viable])
+            self.settle(grant_id, "peek", _answer_outcome(answer), answer.envelope)
+        except BaseException:
+            self.claims.ended(token)
+            raise
+        self.claims.finish(grant_id, token)
+        rt.redis.decr(OUTSTANDING_KEY)
+        self.top_up()
+
+    def commit(self, grant_id: str, payload: dict) -> None:
+        rt = self.rt
+        asins = self._asins(payload, "commit")
+        paid = self._paid_answer("commit", grant_id, payload, asins)
+        if paid is None:
+            return
+        answer, token = paid
+        try:
+            now = rt.clock_ms()
+            failed = _failed_products(asins, answer)
+            answered = {product.asin for product in answer.products}
+            for asin in asins:  # nothing Keepa left out stays "viable" for ever: set it aside, saying why
+                if asin not in answered and asin not in failed:
+                    rt.store.record_verdict(asin, False, "Keepa's commit answer had no product for it", now)
+            for product in answer.products:
+                try:
+                    record = commit_record(asin=product.asin, title=product.title, stats=product.stats,
+                                           offers=product.offers, deal_time_ms=now, now_ms=now)
+                except (ValueError, TypeError) as exc:
+                    rt.store.record_verdict(product.asin, False, f"cannot make a deal: {exc}", now)
+                    continue
+                rt.store.store_deal(record)
+            self._product_failures("commit", failed, now)
+            self.settle(grant_id, "commit", _answer_outcome(answer), answer.envelope)
+        except BaseException:
+            self.claims.ended(token)
+            raise
+        self.claims.finish(grant_id, token)
+
+
+def _failed_products(asins: list[str], answer: ProductAnswer) -> dict[str, str]:
+    """The asked ASINs whose product was malformed, with the decoder's reason. A malformed product
+    whose own ASIN was unreadable is blamed on the asked ASINs the answer has no product for."""
+    asked = set(asins)
+    failed = {asin: reason for asin, reason in answer.failed if asin in asked}
+    unnamed = [reason for asin, reason in answer.failed if asin is None]
+    if unnamed:
+        answered = {p.asin for p in answer.products}
+        failed.update({a: unnamed[0] for a in asins if a not in answered and a not in failed})
+    return failed
+
+
+def _answer_outcome(answer: ProductAnswer) -> str:
+    return "malformed" if answer.failed and not answer.products else "ok"

@@ -1,0 +1,149 @@
+"""Each grant is paid for at most once: a copy of a grant (Dramatiq's redelivery or retry, the
+governor's resend) stores the answer already bought, or does nothing, or releases the grant when its
+first call's outcome is unknown; it never calls Keepa again under the same grant id.
+
+Real Redis and SQLite; the embedded Keepa server stands in for Keepa, a list for the broker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from actors.grant_claims import ATTEMPTS_KEY, CLAIM_PREFIX, calls_repeated
+from actors.product_answer import ProductAnswer
+from actors.steps import OUTSTANDING_KEY, Steps
+from keepa_api.catalogue import Catalogue
+from keepa_api.client import KeepaClient
+from keepa_api.server import FakeKeepa
+from keepa_deals.errors import DatabaseUnavailable
+from tests import test_steps
+from tests.test_steps import NOW, Runtime, orphan_claim
+
+redis_db, store = test_steps.redis_db, test_steps.store  # the same fixtures: a Redis database, a SQLite store
+
+
+class CountingClient:
+    def __init__(self, client):
+        self.client, self.calls = client, []
+
+    def peek(self, asins, **options):
+        self.calls.append(("peek", tuple(asins)))
+        return self.client.peek(asins, **options)
+
+    def commit(self, asins, **options):
+        self.calls.append(("commit", tuple(asins)))
+        return self.client.commit(asins, **options)
+
+
+@pytest.fixture
+def keepa():
+    server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, viable_fraction=1.0))
+    client = KeepaClient("test-key", base_url=server.start(), timeout_s=5)
+    yield server.service.catalogue, CountingClient(client)
+    client.close()
+    server.stop()
+
+
+def failing_once(store, method):
+    """The store, with ``method`` failing once (the database went away after the Keepa call)."""
+    left = {"n": 1}
+
+    def broken(*args, **kwargs):
+        if left["n"]:
+            left["n"] -= 1
+            raise DatabaseUnavailable("the database went away")
+        return getattr(type(store), method)(store, *args, **kwargs)
+
+    setattr(store, method, broken)
+    return store
+
+
+def candidates(store, catalogue, n):
+    asins = [catalogue.asin(i) for i in range(n)]
+    for asin in asins:
+        store.upsert_deal(asin, NOW, NOW)
+    return store.take_candidates(n, NOW)
+
+
+def claim_state(redis_client, grant_id):
+    return json.loads(redis_client.get(CLAIM_PREFIX + grant_id))["state"]
+
+
+def test_a_peek_whose_database_write_failed_is_stored_on_retry_without_calling_keepa_again(redis_db, store, keepa):
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 3)
+    rt = Runtime(redis_db, failing_once(store, "record_verdicts"), client, rate=1_000)
+    steps = Steps(rt)
+    redis_db.set(OUTSTANDING_KEY, 1)
+    with pytest.raises(DatabaseUnavailable):
+        steps.peek("peek:g:0", {"asins": asins})
+    assert rt.broker.settles() == [] and claim_state(redis_db, "peek:g:0") == "answered"
+    steps.peek("peek:g:0", {"asins": asins})  # Dramatiq retries the message in the same process
+    assert client.calls == [("peek", tuple(asins))]
+    assert store.deals_by_state()["viable"] == 3
+    (settle,) = rt.broker.settles()
+    assert settle["outcome"] == "ok" and settle["envelope"]["tokensConsumed"] == 3  # the one call's charge
+    assert claim_state(redis_db, "peek:g:0") == "done" and calls_repeated(redis_db) == 0
+
+
+def test_a_commit_whose_database_write_failed_is_stored_on_retry_without_calling_keepa_again(redis_db, store,
+                                                                                              keepa):
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 2)
+    rt = Runtime(redis_db, failing_once(store, "store_deal"), client, rate=1_000)
+    with pytest.raises(DatabaseUnavailable):
+        Steps(rt).commit("commit:g:0", {"asins": asins})
+    Steps(rt).commit("commit:g:0", {"asins": asins})  # retried by another worker process: a new Steps
+    assert client.calls == [("commit", tuple(asins))]
+    assert store.deals_ingested() == 2 and len(rt.broker.settles()) == 1
+
+
+def test_a_copy_of_a_grant_that_a_live_worker_is_running_makes_no_call(redis_db, store, keepa):
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 1)
+    redis_db.set(CLAIM_PREFIX + "peek:g:0", json.dumps({"state": "calling", "owner": "live/1", "since_ms": NOW}))
+    redis_db.zadd(ATTEMPTS_KEY, {"live/1": NOW - 1_000})  # the attempt beat a second ago
+    rt = Runtime(redis_db, store, client, rate=1_000)
+    Steps(rt).peek("peek:g:0", {"asins": asins})
+    assert client.calls == [] and rt.broker.sent == [] and claim_state(redis_db, "peek:g:0") == "calling"
+
+
+def test_a_grant_whose_worker_died_mid_call_is_released_and_asked_for_again_never_repeated(redis_db, store, keepa):
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 2)
+    orphan_claim(redis_db, "peek:g:0")
+    redis_db.zadd(ATTEMPTS_KEY, {"dead-process/attempt": NOW - 60_000})  # silent for a minute
+    rt = Runtime(redis_db, store, client, rate=1_000)
+    Steps(rt).peek("peek:g:0", {"asins": asins})
+    assert client.calls == []
+    (settle,) = rt.broker.settles()
+    assert settle["envelope"] is None and settle["grant_id"] == "peek:g:0"  # released: may have been charged
+    (again,) = rt.broker.requests("peek")
+    assert again["id"] == "peek:g:1" and again["payload"]["asins"] == asins  # a new grant, not this one
+    assert claim_state(redis_db, "peek:g:0") == "released"
+    Steps(rt).peek("peek:g:0", {"asins": asins})  # yet another copy: nothing at all
+    assert client.calls == [] and len(rt.broker.sent) == 2
+
+
+def test_an_answer_paid_for_by_a_worker_that_died_is_stored_without_a_call(redis_db, store, keepa):
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 1)
+    kept = ProductAnswer.from_batch(client.client.commit(asins, history=False)).to_json()
+    orphan_claim(redis_db, "commit:g:0", answer=kept)  # the answer as the dead worker kept it
+    rt = Runtime(redis_db, store, client, rate=1_000)
+    Steps(rt).commit("commit:g:0", {"asins": asins})
+    assert client.calls == [] and store.deals_ingested() == 1
+    (settle,) = rt.broker.settles()
+    assert settle["envelope"] == kept["envelope"]
+
+
+def test_a_settled_grant_delivered_again_does_nothing(redis_db, store, keepa):
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 1)
+    rt = Runtime(redis_db, store, client, rate=1_000)
+    redis_db.set(OUTSTANDING_KEY, 1)
+    Steps(rt).peek("peek:g:0", {"asins": asins})
+    rt.broker.sent.clear()
+    Steps(rt).peek("peek:g:0", {"asins": asins})
+    assert len(client.calls) == 1 and rt.broker.sent == [] and int(redis_db.get(OUTSTANDING_KEY)) == 0
