@@ -1,4 +1,4 @@
-"""One deal of a /deal page (``deals.dr[i]``, DESIGN.md section 2), checked in two steps.
+"""One deal of a /deal page (``deals.dr[i]``, docs/keepa.md), checked in two steps.
 
 A full page is 150 deals of about 470 integers each (``current`` plus the 2-D ``delta``,
 ``deltaPercent`` and ``avg``, ``[date range][price type]``): checking every integer up front costs

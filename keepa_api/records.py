@@ -1,4 +1,4 @@
-"""Typed, validated records decoded from Keepa's JSON (DESIGN.md section 2).
+"""Typed, validated records decoded from Keepa's JSON (docs/keepa.md).
 
 Every decoder here is pure and total: given any Python value it returns a frozen record or raises
 :class:`MalformedResponse` naming the field that was wrong. Nothing else escapes, so a hostile

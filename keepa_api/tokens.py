@@ -1,6 +1,6 @@
 """Keepa's token rules as a pure model.
 
-Facts (DESIGN.md section 2): ``refillRate`` tokens arrive in one lump per refill period (60 s);
+Facts (docs/keepa.md): ``refillRate`` tokens arrive in one lump per refill period (60 s);
 unused tokens expire after an hour, so the balance is capped at ``60 x refillRate`` unless a plan says
 otherwise; a call is accepted whenever the balance is positive and is then charged in full, even if
 that drives the balance negative; at a balance <= 0 the call is refused with HTTP 429.

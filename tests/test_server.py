@@ -1,4 +1,4 @@
-"""The embedded Keepa server follows Keepa's token rules, costs and error shapes (DESIGN.md section 2)."""
+"""The embedded Keepa server follows Keepa's token rules, costs and error shapes (docs/keepa.md)."""
 
 import json
 import subprocess

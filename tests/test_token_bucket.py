@@ -1,4 +1,4 @@
-"""Keepa's token rules (DESIGN.md section 2), table-driven, on the pure model."""
+"""Keepa's token rules (docs/keepa.md), table-driven, on the pure model."""
 
 import pytest
 
