@@ -36,6 +36,9 @@ class _Counts:
     def deals_screened_out(self):
         return 120
 
+    def products_set_aside(self):
+        return 0
+
     def watermark_age_ms(self, now_ms):
         return 800
 
