@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 from dramatiq import Message
 from dramatiq.common import dq_name
@@ -30,7 +31,7 @@ def _asins(payload) -> list[str]:
 
 def asins_awaiting_peek(broker) -> set[str]:
     """Every ASIN named by a peek request or grant that has not finished yet."""
-    client, ns = broker.client, broker.namespace
+    client = broker.client
     found: set[str] = set()
     for raw in client.hvals(PREFIX + "pending"):
         entry = json.loads(raw)
@@ -41,14 +42,21 @@ def asins_awaiting_peek(broker) -> set[str]:
         if entry.get("grant", {}).get("request", {}).get("cls") == "peek":
             found.update(_asins(entry.get("payload")))
     for queue in ("governor", dq_name("governor"), "peek", dq_name("peek")):
-        for raw in client.hvals(f"{ns}:{queue}.msgs"):
-            try:
-                message = Message.decode(raw)
-                first, second = message.args[:2]
-            except Exception:  # not ours to judge here: the consumers drop malformed messages
-                continue
+        for message, first, second in messages_on(broker, queue):
             if message.actor_name == "keepa_peek":
                 found.update(_asins(second))
             elif first == "request" and isinstance(second, dict) and second.get("cls") == "peek":
                 found.update(_asins(second.get("payload")))
     return found
+
+
+def messages_on(broker, queue: str) -> Iterator[tuple[Message, object, object]]:
+    """Each message held for ``queue`` (queued, delayed, or fetched and not yet acknowledged) with
+    its first two arguments; malformed ones are skipped (the consumers drop them)."""
+    for raw in broker.client.hvals(f"{broker.namespace}:{queue}.msgs"):
+        try:
+            message = Message.decode(raw)
+            first, second = message.args[:2]
+        except Exception:
+            continue
+        yield message, first, second

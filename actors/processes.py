@@ -21,7 +21,7 @@ from dramatiq.common import dq_name
 
 from actors.app import setup
 from actors.ledger import Ledger
-from actors.peek_coverage import asins_awaiting_peek
+from actors.peek_coverage import asins_awaiting_peek, messages_on
 from actors.steps import OUTSTANDING_KEY
 from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
@@ -101,14 +101,8 @@ def delayed_peeks(broker) -> int:
 
     Reads Dramatiq's Redis layout (``<namespace>:<queue>.msgs`` holds each queued or fetched but
     unacknowledged message), as :mod:`actors.dispatch` does."""
-    client, ns = broker.client, broker.namespace
-    count = client.hlen(f"{ns}:{dq_name('peek')}.msgs")
-    for raw in client.hvals(f"{ns}:{dq_name('governor')}.msgs"):
-        try:
-            message = Message.decode(raw)
-            kind, body = message.args[:2]
-        except Exception:  # not ours to judge here: the governor drops malformed messages
-            continue
+    count = broker.client.hlen(f"{broker.namespace}:{dq_name('peek')}.msgs")
+    for _message, kind, body in messages_on(broker, dq_name("governor")):
         count += kind == "request" and isinstance(body, dict) and body.get("cls") == "peek"
     return count
 

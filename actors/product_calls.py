@@ -127,64 +127,62 @@ class ProductCalls:
             self.ask(f"peek:{asin}x1:m{count}" if stage == "peek" else f"commit:{asin}:m{count}", stage,
                      {"asins": [asin]})
 
-    def peek(self, grant_id: str, payload: dict) -> None:
-        rt = self.rt
-        asins = self._asins(payload, "peek")
-        paid = self._paid_answer("peek", grant_id, payload, asins)
+    def _under_claim(self, endpoint: str, grant_id: str, payload: dict, store) -> bool:
+        """Get the grant's paid-for answer (:meth:`_paid_answer`), run ``store(asins, answer, failed,
+        now)`` with it, give the malformed products their next step, settle, and mark the claim done;
+        False when there was nothing to store."""
+        asins = self._asins(payload, endpoint)
+        paid = self._paid_answer(endpoint, grant_id, payload, asins)
         if paid is None:
-            return
+            return False
         answer, token = paid
         try:
-            now = rt.clock_ms()
+            now = self.rt.clock_ms()
             failed = _failed_products(asins, answer)
-            found = {p.asin: p for p in answer.products}
-            verdicts = []
-            for asin in asins:
-                if asin in failed:
-                    continue
-                stats = found[asin].stats if asin in found else None
-                verdict = peek_verdict(stats, rt.rule) if stats else None
-                verdicts.append((asin, bool(verdict and verdict.viable),
-                                 verdict.reason if verdict else "no stats from Keepa"))
-            rt.store.record_verdicts(verdicts, now)
-            self._product_failures("peek", failed, now)
-            self.ask_commits([asin for asin, viable, _ in verdicts if viable])
-            self.settle(grant_id, "peek", _answer_outcome(answer), answer.envelope)
+            store(asins, answer, failed, now)
+            self._product_failures(endpoint, failed, now)
+            self.settle(grant_id, endpoint, _answer_outcome(answer), answer.envelope)
         except BaseException:
             self.claims.ended(token)
             raise
         self.claims.finish(grant_id, token)
-        rt.redis.decr(OUTSTANDING_KEY)
-        self.top_up()
+        return True
+
+    def peek(self, grant_id: str, payload: dict) -> None:
+        if self._under_claim("peek", grant_id, payload, self._store_verdicts):
+            self.rt.redis.decr(OUTSTANDING_KEY)
+            self.top_up()
+
+    def _store_verdicts(self, asins: list[str], answer: ProductAnswer, failed: dict[str, str], now: int) -> None:
+        found = {p.asin: p for p in answer.products}
+        verdicts = []
+        for asin in asins:
+            if asin in failed:
+                continue
+            stats = found[asin].stats if asin in found else None
+            verdict = peek_verdict(stats, self.rt.rule) if stats else None
+            verdicts.append((asin, bool(verdict and verdict.viable),
+                             verdict.reason if verdict else "no stats from Keepa"))
+        self.rt.store.record_verdicts(verdicts, now)
+        self.ask_commits([asin for asin, viable, _ in verdicts if viable])
 
     def commit(self, grant_id: str, payload: dict) -> None:
-        rt = self.rt
-        asins = self._asins(payload, "commit")
-        paid = self._paid_answer("commit", grant_id, payload, asins)
-        if paid is None:
-            return
-        answer, token = paid
-        try:
-            now = rt.clock_ms()
-            failed = _failed_products(asins, answer)
-            answered = {product.asin for product in answer.products}
-            for asin in asins:  # nothing Keepa left out stays "viable" for ever: set it aside, saying why
-                if asin not in answered and asin not in failed:
-                    rt.store.record_verdict(asin, False, "Keepa's commit answer had no product for it", now)
-            for product in answer.products:
-                try:
-                    record = commit_record(asin=product.asin, title=product.title, stats=product.stats,
-                                           offers=product.offers, deal_time_ms=now, now_ms=now)
-                except (ValueError, TypeError) as exc:
-                    rt.store.record_verdict(product.asin, False, f"cannot make a deal: {exc}", now)
-                    continue
-                rt.store.store_deal(record)
-            self._product_failures("commit", failed, now)
-            self.settle(grant_id, "commit", _answer_outcome(answer), answer.envelope)
-        except BaseException:
-            self.claims.ended(token)
-            raise
-        self.claims.finish(grant_id, token)
+        self._under_claim("commit", grant_id, payload, self._store_deals)
+
+    def _store_deals(self, asins: list[str], answer: ProductAnswer, failed: dict[str, str], now: int) -> None:
+        store = self.rt.store
+        answered = {product.asin for product in answer.products}
+        for asin in asins:  # nothing Keepa left out stays "viable" for ever: set it aside, saying why
+            if asin not in answered and asin not in failed:
+                store.record_verdict(asin, False, "Keepa's commit answer had no product for it", now)
+        for product in answer.products:
+            try:
+                record = commit_record(asin=product.asin, title=product.title, stats=product.stats,
+                                       offers=product.offers, deal_time_ms=now, now_ms=now)
+            except (ValueError, TypeError) as exc:
+                store.record_verdict(product.asin, False, f"cannot make a deal: {exc}", now)
+                continue
+            store.store_deal(record)
 
 
 def _failed_products(asins: list[str], answer: ProductAnswer) -> dict[str, str]:
