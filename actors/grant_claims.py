@@ -57,6 +57,14 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
 return 1
 """
 
+# Put a claim only while ``owner`` (ARGV[1]) still holds it. ARGV: the owner, the claim to put, its TTL.
+_OWNED_SET = """
+local current = redis.call('GET', KEYS[1])
+if not current or cjson.decode(current)['owner'] ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -102,6 +110,7 @@ class GrantClaims:
         self._beater: threading.Thread | None = None
         self._begin = client.register_script(_BEGIN)
         self._swap = client.register_script(_SWAP)
+        self._owned_set = client.register_script(_OWNED_SET)
 
     def _doc(self, state: str, owner: str, answer: dict | None = None) -> str:
         doc = {"state": state, "owner": owner, "since_ms": self.clock_ms()}
@@ -137,15 +146,29 @@ class GrantClaims:
                 return claim.owner in self._running
         return attempt_alive(self.redis, claim.owner, self.clock_ms())
 
-    def answered(self, grant_id: str, token: str, answer: dict) -> None:
-        """Keep the paid-for answer before anything else can fail."""
-        self.redis.set(CLAIM_PREFIX + grant_id, self._doc(ANSWERED, token, answer), px=CLAIM_TTL_MS)
+    def answered(self, grant_id: str, token: str, answer: dict) -> bool:
+        """Keep the paid-for answer before anything else can fail; False if this attempt no longer
+        holds the claim. That happens when its beat went stale during the call (Redis away for
+        longer than ``ATTEMPT_TIMEOUT_MS``) and a copy took the grant over and released it: the work
+        was then asked for again under a new id, so this call is one of two paid for the same work,
+        and it is counted as repeated."""
+        if self._put_owned(grant_id, token, self._doc(ANSWERED, token, answer)):
+            return True
+        log.warning("grant %s: the claim was taken over while this attempt called Keepa; its answer is "
+                    "stored, and the call counted as repeated", grant_id)
+        self.count_repeated(1)
+        return False
 
-    def finish(self, grant_id: str, token: str, state: str = DONE) -> None:
+    def finish(self, grant_id: str, token: str, state: str = DONE) -> bool:
+        """Mark the claim ``state`` if this attempt still holds it (a claim another copy released stays
+        released); the attempt is over either way."""
         try:
-            self.redis.set(CLAIM_PREFIX + grant_id, self._doc(state, token), px=CLAIM_TTL_MS)
+            return self._put_owned(grant_id, token, self._doc(state, token))
         finally:  # written or not, the attempt is over
             self.ended(token)
+
+    def _put_owned(self, grant_id: str, token: str, doc: str) -> bool:
+        return bool(self._owned_set(keys=[CLAIM_PREFIX + grant_id], args=[token, doc, CLAIM_TTL_MS]))
 
     def ended(self, token: str) -> None:
         """This attempt is over (returned or raised): it beats no more, so a later copy may judge its

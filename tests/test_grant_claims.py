@@ -1,0 +1,61 @@
+"""A grant's claim is written only by the attempt that holds it (real Redis)."""
+
+from __future__ import annotations
+
+from actors.grant_claims import (
+    ANSWERED,
+    ATTEMPT_TIMEOUT_MS,
+    CALL,
+    CLAIM_PREFIX,
+    DONE,
+    RELEASED,
+    GrantClaims,
+    calls_repeated,
+)
+from tests import test_steps
+
+redis_db = test_steps.redis_db  # a Redis database of its own
+
+NOW = 1_700_000_000_000
+
+
+class Broker:
+    def __init__(self, broker_id: str):
+        self.broker_id = broker_id
+
+
+def claim_state(client, grant_id: str) -> tuple[str, str]:
+    from actors.grant_claims import Claim
+
+    claim = Claim.decode(client.get(CLAIM_PREFIX + grant_id))
+    return claim.state, claim.owner
+
+
+def test_an_attempt_whose_claim_was_taken_over_and_released_cannot_overwrite_it_and_its_call_counts_as_repeated(
+        redis_db):
+    first = GrantClaims(redis_db, Broker("process-a"), lambda: NOW)
+    begun = first.begin("peek:g:0")
+    assert begun.action == CALL
+    # while the first attempt called Keepa its beat went stale (Redis away): a copy in another process
+    # judged it gone, took the claim over and released it, as product_calls does
+    later = NOW + ATTEMPT_TIMEOUT_MS + 1
+    other = GrantClaims(redis_db, Broker("process-b"), lambda: later)
+    copy = other.begin("peek:g:0")
+    assert copy.action == CALL and copy.repeat
+    assert other.finish("peek:g:0", copy.token, RELEASED) is True
+    assert claim_state(redis_db, "peek:g:0") == (RELEASED, copy.token)
+
+    assert first.answered("peek:g:0", begun.token, {"products": []}) is False
+    assert first.finish("peek:g:0", begun.token) is False
+    assert claim_state(redis_db, "peek:g:0") == (RELEASED, copy.token)
+    assert calls_repeated(redis_db) == 1
+
+
+def test_the_attempt_holding_the_claim_writes_its_answer_and_finishes_it(redis_db):
+    claims = GrantClaims(redis_db, Broker("process-a"), lambda: NOW)
+    begun = claims.begin("commit:g:0")
+    assert claims.answered("commit:g:0", begun.token, {"products": []}) is True
+    assert claim_state(redis_db, "commit:g:0") == (ANSWERED, begun.token)
+    assert claims.finish("commit:g:0", begun.token) is True
+    assert claim_state(redis_db, "commit:g:0") == (DONE, begun.token)
+    assert calls_repeated(redis_db) == 0
