@@ -41,7 +41,7 @@ class StackAlreadyRunning(ConfigError):
 
 
 def redacted(url: str) -> str:
-    """REDIS_URL without its password."""
+    """A URL (REDIS_URL, DATABASE_URL) without its user and password."""
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}{rest.split('@')[-1]}" if sep else url.split("@")[-1]
 

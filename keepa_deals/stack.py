@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 from keepa_deals.errors import ConfigError
 from keepa_deals.lifeline import UP_PID_VARIABLE, die_with_parent, started_by, stop_on_signals
 from keepa_deals.progress import PROGRESS_S
-from keepa_deals.running_stack import RENEW_S, RunningStack
+from keepa_deals.running_stack import RENEW_S, RunningStack, redacted
 from keepa_deals.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +216,7 @@ def up(progress_s: float = PROGRESS_S) -> int:
         from metrics.dramatiq_seconds import prepare_multiproc_dir
 
         env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiproc_dir(var / "prometheus"))
-        screen.line(f"storage: {settings.database_url}; metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+        screen.line(f"storage: {redacted(settings.database_url)}; metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics")
         screen.line("watch it: keepa-deals status   (Ctrl-C stops everything)")
         if stop.is_set():
             raise _Stopped()

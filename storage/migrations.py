@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import peewee
 
+from keepa_deals.errors import StorageError
 from storage.db import describe, drop_connection, storage_error, write_transaction
 from storage.models import STATES, WATERMARK_ID, Tables, bind_models
 
@@ -76,7 +77,11 @@ def _screened_state(db: peewee.Database, t: Tables) -> None:
         "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,))]
     rebuilt = f"{table}__step4"
     head, _, rest = create.partition("(")
-    db.execute_sql(f'CREATE TABLE "{rebuilt}" (' + _STATE_CHECK.sub(check, rest, count=1))
+    body, found = _STATE_CHECK.subn(check, rest, count=1)
+    if found != 1:  # never record the step without the new constraint: every screened upsert would fail
+        raise StorageError(f"schema step 4: table {table} has no state CHECK constraint to widen; "
+                           "its definition is not one this project made")
+    db.execute_sql(f'CREATE TABLE "{rebuilt}" (' + body)
     db.execute_sql(f'INSERT INTO "{rebuilt}" SELECT * FROM "{table}"')
     db.execute_sql(f'DROP TABLE "{table}"')
     db.execute_sql(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')

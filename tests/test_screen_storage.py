@@ -3,10 +3,13 @@ on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import re
+
 import peewee
 import pytest
 
 from keepa_deals.errors import StorageError
+from storage import migrations
 from storage.db import open_database
 from storage.migrations import STEPS, migrate, schema_version
 from storage.store import Store
@@ -40,8 +43,18 @@ def a_version_3_database(url: str) -> peewee.Database:
     return db
 
 
+def light_deal_indexes(db) -> set[str]:
+    if isinstance(db, peewee.PostgresqlDatabase):
+        sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'light_deal'"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'light_deal' AND sql IS NOT NULL"
+    return {name for (name,) in db.execute_sql(sql).fetchall()}
+
+
 def test_step_4_keeps_every_light_record_and_lets_a_deal_be_screened(database_url):
     db = a_version_3_database(database_url)
+    indexes = light_deal_indexes(db)
+    assert indexes  # the claim query's index, at least
     with pytest.raises(peewee.IntegrityError), db.atomic():  # the old list refuses the new state
         db.execute_sql("UPDATE light_deal SET state = 'screened' WHERE asin = 'B000000001'")
     assert 4 not in {v for (v,) in db.execute_sql("SELECT version FROM schema_version").fetchall()}
@@ -55,7 +68,7 @@ def test_step_4_keeps_every_light_record_and_lets_a_deal_be_screened(database_ur
     assert light(migrated, "B000000002")["state"] == "screened"
     with pytest.raises(peewee.IntegrityError), db.atomic():  # the constraint still stands for anything else
         db.execute_sql("UPDATE light_deal SET state = 'lost' WHERE asin = 'B000000001'")
-    assert migrated.take_candidates(10, 5_000) == []  # the index is back: the claim query runs on it
+    assert light_deal_indexes(db) == indexes  # every index of the table is back after SQLite's rebuild
     migrated.close()
 
 
@@ -85,3 +98,12 @@ def test_a_screened_deal_is_counted_among_deals_stored_not_among_candidates(stor
     assert (store.deals_stored(), store.candidates_waiting(), store.deals_screened_out()) == (3, 0, 3)
     with pytest.raises(StorageError):
         store.upsert_deals([(None, 1_000, "screened: x")], 3_000)
+
+
+def test_step_4_refuses_a_light_deal_table_without_the_state_constraint_and_records_nothing(tmp_path, monkeypatch):
+    db = a_version_3_database(f"sqlite:///{tmp_path}/odd.db")
+    monkeypatch.setattr(migrations, "_STATE_CHECK", re.compile(r"no such constraint"))
+    with pytest.raises(StorageError, match="schema step 4: table light_deal has no state CHECK constraint"):
+        migrate(db)
+    assert schema_version(db) == 3
+    assert db.execute_sql("SELECT asin FROM light_deal").fetchall() == [("B000000001",)]  # nothing lost
