@@ -31,13 +31,13 @@ def keepa():
 
 def whole_feed(client, selection) -> list:
     """Every deal of a query, paged as Keepa says: from page 0 until a page of fewer than 150."""
-    deals, page = [], 0
-    while True:
+    deals = []
+    for page in range(10_000 // 150 + 1):  # Keepa shows at most 10,000 deals of a query
         got = client.deals(selection, page).deals
         deals.extend(got)
         if len(got) < 150:
             return deals
-        page += 1
+    raise AssertionError("the feed went on past Keepa's 10,000-deal limit")
 
 
 def ranged(**ranges) -> dict:

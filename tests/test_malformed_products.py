@@ -88,10 +88,14 @@ def test_a_product_malformed_three_times_is_set_aside_after_two_calls_alone(redi
     rt = Runtime(redis_db, store, client, rate=1_000)
     steps = Steps(rt)
     request = {"id": "peek:g:0", "payload": {"asins": store.take_candidates(3, NOW)}}
-    while request is not None:  # the governor grants each ask; a worker runs it
+    for _ in range(MAX_PRODUCT_FAILURES + 5):  # the governor grants each ask; a worker runs it
         rt.broker.sent.clear()
         steps.peek(request["id"], request["payload"])
         request = next(iter(rt.broker.requests("peek")), None)
+        if request is None:
+            break
+    else:
+        pytest.fail(f"still asking after {MAX_PRODUCT_FAILURES + 5} peeks: no limit")
     assert service.product_calls[bad] == MAX_PRODUCT_FAILURES == 3
     assert all(service.product_calls[a] == 1 for a in good)
     assert store.products_set_aside() == 1
@@ -153,10 +157,14 @@ def test_a_failing_call_is_asked_for_again_a_bounded_number_of_times_then_set_as
     rt = Runtime(redis_db, store, Down(), rate=1_000)
     request = {"id": "peek:g:0", "payload": {"asins": store.take_candidates(1, NOW)}}
     calls = 0
-    while request is not None:
+    for _ in range(MAX_CALL_ATTEMPTS + 5):
         rt.broker.sent.clear()
         Steps(rt).peek(request["id"], request["payload"])
         calls += 1
         request = next(iter(rt.broker.requests("peek")), None)
+        if request is None:
+            break
+    else:
+        pytest.fail(f"still asking after {MAX_CALL_ATTEMPTS + 5} calls: no limit")
     assert calls == MAX_CALL_ATTEMPTS and store.products_set_aside() == 1
     assert f"failed {MAX_CALL_ATTEMPTS} calls in a row" in store.set_aside_products()[0]["reason"]

@@ -26,7 +26,7 @@ HEALTHY_EVALUATIONS = 15       # over more than two of the plan's scan intervals
 # windows fails here loudly instead of testing something else.
 SHORTENED = {
     SCHEDULER_DEAD: (
-        (r"\) > 600\b", ") > 4", 1),                          # ten missed Keepa minutes -> 4 s
+        (r"\) > 600\b", ") > 12", 1),   # ten missed Keepa minutes -> 12 s: room for a tick held by a busy database
         (r"(?m)^(\s+for:) 5m$", r"\g<1> 1s", 1),
     ),
     FEED_STOPPED: (
@@ -102,7 +102,7 @@ def test_a_real_prometheus_pages_for_a_dead_scheduler_and_the_frozen_feed_it_lea
         frozen = wait_for(lambda: alert(prom, FEED_STOPPED, ("firing",)), 90, "the frozen-feed alert to fire")
         fired_after_s[FEED_STOPPED] = time.time() - killed_at
         assert dead["labels"]["severity"] == frozen["labels"]["severity"] == "page"
-        assert float(dead["value"]) > 4 and float(frozen["value"]) > 6.25 + 10
+        assert float(dead["value"]) > 12 and float(frozen["value"]) > 6.25 + 10
 
         # ALERTS holds every evaluation that found an alert active: none fell in the healthy window.
         healthy_s = math.floor(killed_at - healthy_from)

@@ -32,7 +32,10 @@ def test_a_malformed_product_is_charged_at_most_three_times_and_the_good_ones_ar
         bad = {asin for asin in seen if service.malformed_product(asin)}
         good = set(seen) - bad
         assert bad, "2 % of 300 products: some must be malformed"
-        wait_for(lambda: stack.store.products_set_aside() == len(bad), 180, f"the {len(bad)} bad products set aside")
+        # the feed grows while the test runs (a deal a Keepa minute), so newer bad products may join
+        # those of the backlog: the checks below are about the backlog's
+        wait_for(lambda: bad <= {item["asin"] for item in stack.store.set_aside_products()}, 180,
+                 f"the {len(bad)} bad products of the backlog set aside")
         wait_for(lambda: not {a for a, s in states(stack).items() if a in good and s in ("new", "peeking", "viable")},
                  180, "every good product of the backlog peeked, and committed if viable")
 
@@ -41,12 +44,12 @@ def test_a_malformed_product_is_charged_at_most_three_times_and_the_good_ones_ar
         assert all(calls[asin] == 3 for asin in bad)  # once in its batch, twice alone
         now = states(stack)
         assert {a for a in bad if now[a] == "rejected"} == bad
-        assert {item["asin"] for item in stack.store.set_aside_products()} == bad
+        assert {item["asin"] for item in stack.store.set_aside_products()} & set(seen) == bad
         assert sum(now[a] == "committed" for a in good) == stack.store.deals_ingested() - sum(
             s == "committed" for a, s in now.items() if a not in seen)
 
         out = subprocess.run([sys.executable, "-m", "keepa_deals.cli", "status", "--json"], cwd=ROOT,
                              env=stack.env, capture_output=True, text=True, timeout=60)
-        assert json.loads(out.stdout)["products_set_aside"] == len(bad)
+        assert len(bad) <= json.loads(out.stdout)["products_set_aside"] <= stack.store.products_set_aside()
     finally:
         stack.close()
