@@ -214,5 +214,15 @@ def families(snap: dict | None, counts: DatabaseCounts | None, now_ms: int,
                                    "called already (a copy of the grant whose first call's outcome was "
                                    "unknown), in calls; 0 when every grant is paid for once.",
                                    value=_num(calls_repeated))
-    return [*governor_families(snap, now_ms), *database_families(counts), *efficiency_families(snap, counts, now_ms),
-            repeated, source_family(up)]
+    out = [*governor_families(snap, now_ms), *database_families(counts), *efficiency_families(snap, counts, now_ms),
+           repeated, source_family(up)]
+    # A counter read as 0 while its source is down would look like a reset to Prometheus, and
+    # increase() would count its whole total again when the source is back: leave it out instead (as
+    # tokens per deal, which needs the database's deal count). keepa_exporter_source_up says why.
+    unread = {name for name, source in UNREAD_WHEN_DOWN.items() if not up.get(source)}
+    return [family for family in out if family.name not in unread]
+
+
+# families left out of a scrape whose source could not be read, by name and source
+UNREAD_WHEN_DOWN = {"keepa_deals_ingested": "database", "keepa_deals_screened_out": "database",
+                    "keepa_tokens_per_deal": "database", "keepa_calls_repeated": "redis"}

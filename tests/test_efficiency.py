@@ -54,11 +54,19 @@ def test_the_exporter_serves_tokens_per_deal_and_screened_out_deals_from_shared_
     assert value(parsed, "keepa_deals_screened_out_total") == 350
 
 
-def test_the_efficiency_series_exist_at_zero_with_no_snapshot_and_no_database():
-    parsed = samples(scrape(FakeRedis(None), None))
+def test_the_efficiency_series_exist_at_zero_with_no_snapshot_and_an_empty_database():
+    parsed = samples(scrape(FakeRedis(None), FakeStore()))
     for name in ("keepa_tokens_spent_last_hour", "keepa_tokens_per_deal", "keepa_deals_ingested_last_hour",
                  "keepa_deals_screened_out_total"):
         assert value(parsed, name) == 0
+
+
+def test_with_no_database_tokens_per_deal_and_the_screened_out_counter_are_left_out_not_zero():
+    parsed = samples(scrape(FakeRedis(None), None))
+    names = {name for name, _ in parsed}
+    assert "keepa_tokens_per_deal" not in names and "keepa_deals_screened_out_total" not in names
+    assert value(parsed, "keepa_deals_ingested_last_hour") == 0  # a gauge: 0, with the source marked down
+    assert value(parsed, "keepa_exporter_source_up", source="database") == 0
 
 
 def test_the_governor_records_each_settles_tokens_in_its_snapshot_and_keeps_them_across_a_takeover(redis_server):
