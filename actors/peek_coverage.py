@@ -29,20 +29,33 @@ def _asins(payload) -> list[str]:
     return [a for a in asins if isinstance(a, str)] if isinstance(asins, list) else []
 
 
+QUEUES = ("governor", dq_name("governor"), "peek", dq_name("peek"))
+
+
 def asins_awaiting_peek(broker) -> set[str]:
-    """Every ASIN named by a peek request or grant that has not finished yet."""
+    """Every ASIN named by a peek request or grant that has not finished yet.
+
+    The six places are read in one transaction (MULTI/EXEC): read one after another, a request moving
+    from the governor's queue to its pending set, or a retry from a delay queue to its queue, between
+    two reads would be missed, and its live claim returned to line and peeked twice."""
     client = broker.client
+    pipe = client.pipeline(transaction=True)
+    pipe.hvals(PREFIX + "pending")
+    pipe.hvals(PREFIX + "inflight")
+    for queue in QUEUES:
+        pipe.hvals(_msgs_key(broker, queue))
+    pending, inflight, *held = pipe.execute()
     found: set[str] = set()
-    for raw in client.hvals(PREFIX + "pending"):
+    for raw in pending:
         entry = json.loads(raw)
         if entry.get("cls") == "peek":
             found.update(_asins(entry.get("payload")))
-    for raw in client.hvals(PREFIX + "inflight"):
+    for raw in inflight:
         entry = json.loads(raw)
         if entry.get("grant", {}).get("request", {}).get("cls") == "peek":
             found.update(_asins(entry.get("payload")))
-    for queue in ("governor", dq_name("governor"), "peek", dq_name("peek")):
-        for message, first, second in messages_on(broker, queue):
+    for raws in held:
+        for message, first, second in _decoded(raws):
             if message.actor_name == "keepa_peek":
                 found.update(_asins(second))
             elif first == "request" and isinstance(second, dict) and second.get("cls") == "peek":
@@ -50,10 +63,18 @@ def asins_awaiting_peek(broker) -> set[str]:
     return found
 
 
+def _msgs_key(broker, queue: str) -> str:
+    return f"{broker.namespace}:{queue}.msgs"
+
+
 def messages_on(broker, queue: str) -> Iterator[tuple[Message, object, object]]:
     """Each message held for ``queue`` (queued, delayed, or fetched and not yet acknowledged) with
     its first two arguments; malformed ones are skipped (the consumers drop them)."""
-    for raw in broker.client.hvals(f"{broker.namespace}:{queue}.msgs"):
+    return _decoded(broker.client.hvals(_msgs_key(broker, queue)))
+
+
+def _decoded(raws) -> Iterator[tuple[Message, object, object]]:
+    for raw in raws:
         try:
             message = Message.decode(raw)
             first, second = message.args[:2]
