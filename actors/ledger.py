@@ -62,12 +62,14 @@ end
 return 0
 """
 
-_RENEW = """
+# a key held by ARGV[1]: renewed for ARGV[2] ms, or deleted; 0 if someone else holds it (also used by
+# keepa_deals.running_stack for the `up` marker)
+RENEW_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
-_RELEASE = """
+RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -106,8 +108,8 @@ class Ledger:
         self.holder = holder or uuid.uuid4().hex
         self._commit = client.register_script(_COMMIT)
         self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(RENEW_IF_HELD)
+        self._release = client.register_script(RELEASE_IF_HELD)
 
     def acquire(self) -> bool:
         """Take or renew the lease; False while another governor holds it."""

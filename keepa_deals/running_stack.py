@@ -16,20 +16,13 @@ import time
 import redis
 
 from actors.ledger import KEYS as GOVERNOR_KEYS
+from actors.ledger import RELEASE_IF_HELD, RENEW_IF_HELD
 from keepa_deals.errors import ConfigError
 
 MARKER_KEY = "keepa-deals:up"
 MARKER_TTL_MS = 6_000
 RENEW_S = 2.0
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 _TAKE_OVER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
 return 0
@@ -96,7 +89,7 @@ class RunningStack:
         return False
 
     def renew(self) -> bool:
-        return bool(self.client.eval(_RENEW, 1, MARKER_KEY, self.value, MARKER_TTL_MS))
+        return bool(self.client.eval(RENEW_IF_HELD, 1, MARKER_KEY, self.value, MARKER_TTL_MS))
 
     def keep(self) -> bool:
         """Renew the marker; put it back if it is gone (a Redis restarted without it). False: another
@@ -104,7 +97,7 @@ class RunningStack:
         return self.renew() or bool(self.client.set(MARKER_KEY, self.value, nx=True, px=MARKER_TTL_MS))
 
     def release(self) -> bool:
-        return bool(self.client.eval(_RELEASE, 1, MARKER_KEY, self.value))
+        return bool(self.client.eval(RELEASE_IF_HELD, 1, MARKER_KEY, self.value))
 
 
 def _parse(raw) -> dict:
