@@ -99,6 +99,7 @@ class PageStep:
     watermark: Watermark
     more: bool                    # read the next page
     feed_per_hour: float | None   # the feed's density, learnt from page 0
+    limit: int                    # the page this scan stops before (its depth as judged now)
 
 
 def after_page(stored: Watermark, times_ms: list[int], *, numbers: PipelineNumbers | None,
@@ -112,7 +113,7 @@ def after_page(stored: Watermark, times_ms: list[int], *, numbers: PipelineNumbe
     if on_demand and numbers is not None:
         limit = min(max_pages, stored.next_page + 1 + scan_depth(numbers, feed_per_hour, scanning=True))
     watermark, more = stored.advance(times_ms, max_pages=limit)
-    return PageStep(watermark, more, feed_per_hour)
+    return PageStep(watermark, more, feed_per_hour, limit)
 
 
 # -- peeks and commits ----------------------------------------------------------------------------

@@ -395,7 +395,7 @@ class Simulation:
         self.page_news.append(news)
         step = driver.after_page(store.watermark, [deal_ms for _, deal_ms, _ in deals], numbers=self._numbers(),
                                  feed_per_hour=self.feed_per_hour, on_demand=self.cfg.on_demand)
-        self.feed_per_hour = step.feed_per_hour
+        self.feed_per_hour, self.scan_limit = step.feed_per_hour, step.limit
         watermark, more = step.watermark, step.more
         if not self.cfg.ratchet and store.candidates:
             # the old rule: a run that could not process every deal it found is "incomplete" and

@@ -38,7 +38,7 @@ class CountingClient:
 
 @pytest.fixture
 def keepa():
-    server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, viable_fraction=1.0))
+    server = FakeKeepa(refill_per_minute=100_000, catalogue=Catalogue(3, screen_pass_fraction=1.0, viable_fraction=1.0))
     client = KeepaClient("test-key", base_url=server.start(), timeout_s=5)
     yield server.service.catalogue, CountingClient(client)
     client.close()
