@@ -17,7 +17,8 @@ def legacy_pipeline(scenario: Scenario) -> PipelineConfig:
     minute and 5 above (2026-02-04, 2026-02-05); each viable ASIN committed on its own. It had no
     screen (every new deal of an unfiltered feed was peeked) and read every scan to the watermark."""
     low_plan = scenario.schedule.rate_at(0) < 10
-    return PipelineConfig(cadence="every_minute", backfill_window=1, backfill_batch=1 if low_plan else 5,
+    return PipelineConfig(cadence="every_minute", backfill_window=1, sequential=True,
+                          backfill_batch=1 if low_plan else 5,
                           commit_batch=1, scan_pages=1, query_filter=False, screen=False,
                           on_demand=False)
 

@@ -41,7 +41,8 @@ class PipelineConfig:
     """How the actors use the policy. ``cadence`` "adaptive" reads the feed as often as the plan
     affords (see :mod:`pipeline.cadence`); "every_minute" is the old Celery beat schedule.
     ``backfill_window`` bounds the first-stage calls (peeks; the old path's commits) outstanding
-    at once, as the actors' window does (1 = the old sequential backfiller); ``peek_first`` False is
+    at once, as the actors' window does; ``sequential`` counts commits in it too (the old backfiller,
+    with a window of 1, peeked and committed one call at a time); ``peek_first`` False is
     the old path that rejected by full fetch. A number as ``cadence`` starts a scan every that many
     minutes. Every decision of the pipeline is :mod:`pipeline.driver`'s, as in the actors."""
 
@@ -49,6 +50,7 @@ class PipelineConfig:
     budget_fraction: float = 0.02
     peek_first: bool = True
     backfill_window: int = driver.PEEK_WINDOW
+    sequential: bool = False
     latency_ms: int = 500
     redelivery_ms: int = 10_000
     # historical variants of the old system (seeds): keep the defaults for anything current
@@ -113,8 +115,8 @@ class Simulation:
         self._epoch = 0                        # bumps on every restart: older settles are void
         self._wake_at: int | None = None
         self._polls_token = hasattr(policy, "wants_token_sync")
-        self.first_out = 0                     # first-stage calls (peeks; the old path's commits)
-                                               # asked for and not yet answered (the actors' window)
+        self.window_out = 0                    # calls in the window (peeks; the old path's commits;
+                                               # every call if sequential) asked for, not answered
         self.scan_active = False
         self.scans = 0
         self.memory: list[int] = []
@@ -268,31 +270,32 @@ class Simulation:
         if work.kind == UPSERT:
             self.scan_active = False
             return
-        first = self._first_stage(work)
-        self.first_out -= first
+        first = self._counted(work.kind)
+        self.window_out -= first
         singles = driver.after_rejection(work.keys)
         if singles is None:
             self.store.reject_candidate(Feed.asin(work.key), reason)
             return
         for (index,) in singles:
-            self.first_out += first  # the batch's window slot becomes one per single call
+            self.window_out += first  # the batch's window slot becomes one per single call
             self._ask(Work(work.kind, index, 0, self.now))
 
-    def _first_stage(self, work: Work) -> bool:
-        return work.kind == (PEEK if self.cfg.peek_first else COMMIT)
+    def _counted(self, kind: str) -> bool:
+        """Whether a call of ``kind`` takes a slot of the backfill window."""
+        return kind == (PEEK if self.cfg.peek_first else COMMIT) or (self.cfg.sequential and kind == COMMIT)
 
     def _pump(self) -> None:
         policy, cfg, store = self.policy, self.cfg, self.store
         size = cfg.backfill_batch or batching.peek_batch(policy.rate)
         kind = PEEK if cfg.peek_first else COMMIT
         while store.candidates:
-            claim = driver.peek_claim(self.first_out, size, cfg.backfill_window)
+            claim = driver.peek_claim(self.window_out, size, cfg.backfill_window)
             if claim is None or (not cfg.backfill_batch and len(store.candidates) < claim.at_least):
                 break
             batch = []
             while len(batch) < claim.at_most and store.candidates:
                 batch.append(Feed.index(store.take_candidate()))
-            self.first_out += 1
+            self.window_out += 1
             self._ask(Work(kind, batch[0], 0, self.now, batch=tuple(batch) if len(batch) > 1 else ()))
         if self._polls_token and policy.wants_token_sync(self.now):
             policy.sync(self.keepa.token(self.now), self.now)
@@ -354,7 +357,7 @@ class Simulation:
                 retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan, work.batch)
                 self._at(self.now + step.delay_ms, RETRY, ("ask", retry, self._epoch))
                 return
-            self.first_out -= self._first_stage(work)
+            self.window_out -= self._counted(work.kind)
             for index in work.keys:  # a dead end, visible: the ASINs carry the reason
                 self.store.reject_candidate(Feed.asin(index), step.reason)
             return
@@ -414,7 +417,7 @@ class Simulation:
         return more
 
     def _on_peek(self, work: Work, response: Response) -> None:
-        self.first_out -= 1
+        self.window_out -= 1
         asins = [Feed.asin(index) for index in work.keys]
         self.stats.asins_peeked += len(asins)
         outcome = driver.peek_outcome(asins, dict(zip(asins, response.payload, strict=True)),
@@ -424,10 +427,11 @@ class Simulation:
                 self.store.reject_candidate(asin, reason)
         for chunk in outcome.commits:
             indexes = tuple(Feed.index(asin) for asin in chunk)
+            self.window_out += self._counted(COMMIT)
             self._ask(Work(COMMIT, indexes[0], 0, self.now, batch=indexes if len(indexes) > 1 else ()))
 
     def _on_commit(self, work: Work, response: Response) -> None:
-        self.first_out -= self._first_stage(work)
+        self.window_out -= self._counted(COMMIT)
         asins = [Feed.asin(index) for index in work.keys]
         self.stats.asins_committed += len(asins)
         stats = dict(zip(asins, response.payload, strict=True))
