@@ -18,23 +18,22 @@ import logging
 from actors.grant_claims import RELEASED, SKIP, STORE
 from actors.messages import MalformedMessage, field
 from actors.product_answer import ProductAnswer
-from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens, RequestRejected, TransientError
-from pipeline.batching import split
-from pipeline.commit import commit_record
-from pipeline.verdict import peek_verdict
+from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, RequestRejected, TransientError
+from pipeline import driver
+from pipeline.driver import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES
 
 log = logging.getLogger(__name__)
 
 OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
-MAX_PRODUCT_FAILURES = 3   # malformed answers for one product before it is set aside: asked alone twice
-MAX_CALL_ATTEMPTS = 20     # failed calls (5xx, timeouts) in a row before their ASINs are set aside
+__all__ = ["MAX_CALL_ATTEMPTS", "MAX_PRODUCT_FAILURES", "OUTSTANDING_KEY", "ProductCalls"]
 
 
 class ProductCalls:
-    def ask_commits(self, asins: list[str]) -> None:
-        """Ask to commit viable ASINs, in calls of the plan's commit batch; the ids follow from the
-        ASINs, so a redelivered peek asks for the same commits again (the governor drops repeats)."""
-        for chunk in split(asins, self.rt.commit_batch()):
+    def ask_commits(self, chunks: list[list[str]]) -> None:
+        """Ask to commit viable ASINs, one call per chunk (:func:`pipeline.driver.peek_outcome`); the
+        ids follow from the ASINs, so a redelivered peek asks for the same commits again (the
+        governor drops repeats)."""
+        for chunk in chunks:
             rid = f"commit:{chunk[0]}x{len(chunk)}:0" if len(chunk) > 1 else f"commit:{chunk[0]}:0"
             self.ask(rid, "commit", {"asins": chunk}, units=len(chunk))
 
@@ -94,20 +93,22 @@ class ProductCalls:
         (:meth:`_product_failures`); a bad key stops the actor; anything else is asked for again, up
         to ``MAX_CALL_ATTEMPTS`` calls, then its ASINs are set aside."""
         rt = self.rt
-        self._failed(grant_id, endpoint, exc)
+        outcome = self._failed(grant_id, endpoint, exc)
         if isinstance(exc, BadKey):
             raise exc
         now, attempt = rt.clock_ms(), payload.get("attempt", 0)
-        if isinstance(exc, RequestRejected):
-            rt.store.record_verdicts([(a, False, f"Keepa rejected the {endpoint}: {exc}") for a in asins], now)
-        elif isinstance(exc, MalformedResponse):
+        step = driver.after_failure("400" if isinstance(exc, RequestRejected) else outcome, attempt,
+                                    message=str(exc))
+        if isinstance(exc, MalformedResponse):
             self._product_failures(endpoint, dict.fromkeys(asins, str(exc)), now)
-        elif isinstance(exc, NotEnoughTokens) or attempt + 1 < MAX_CALL_ATTEMPTS:
+        elif step.action == driver.REJECT:
+            rt.store.record_verdicts([(a, False, f"Keepa rejected the {endpoint}: {exc}") for a in asins], now)
+        elif step.action == driver.RETRY:
             self._retry(grant_id, attempt, endpoint, payload, exc, units=len(asins))
             return
         else:
             for asin in asins:
-                rt.store.set_aside(asin, endpoint, f"Keepa failed {attempt + 1} calls in a row: {exc}", now)
+                rt.store.set_aside(asin, endpoint, step.reason, now)
         if endpoint == "peek":
             rt.redis.decr(OUTSTANDING_KEY)
 
@@ -118,7 +119,7 @@ class ProductCalls:
         rt = self.rt
         for asin, reason in failed.items():
             count = rt.store.record_product_failure(asin, stage, reason, now)
-            if count >= MAX_PRODUCT_FAILURES:
+            if driver.after_malformed_product(count) == driver.SET_ASIDE:
                 rt.store.set_aside(asin, stage, reason, now)
                 continue
             log.warning("%s %s: malformed answer %d (%s); asking for it alone", stage, asin, count, reason)
@@ -154,17 +155,11 @@ class ProductCalls:
             self.top_up()
 
     def _store_verdicts(self, asins: list[str], answer: ProductAnswer, failed: dict[str, str], now: int) -> None:
-        found = {p.asin: p for p in answer.products}
-        verdicts = []
-        for asin in asins:
-            if asin in failed:
-                continue
-            stats = found[asin].stats if asin in found else None
-            verdict = peek_verdict(stats, self.rt.rule) if stats else None
-            verdicts.append((asin, bool(verdict and verdict.viable),
-                             verdict.reason if verdict else "no stats from Keepa"))
-        self.rt.store.record_verdicts(verdicts, now)
-        self.ask_commits([asin for asin, viable, _ in verdicts if viable])
+        stats = {p.asin: p.stats for p in answer.products}
+        outcome = driver.peek_outcome([a for a in asins if a not in failed], stats,
+                                      commit_batch=self.rt.commit_batch(), rule=self.rt.rule)
+        self.rt.store.record_verdicts(outcome.verdicts, now)
+        self.ask_commits(outcome.commits)
 
     def commit(self, grant_id: str, payload: dict) -> None:
         self._under_claim("commit", grant_id, payload, self._store_deals)
@@ -175,13 +170,11 @@ class ProductCalls:
         for asin in asins:  # nothing Keepa left out stays "viable" for ever: set it aside, saying why
             if asin not in answered and asin not in failed:
                 store.record_verdict(asin, False, "Keepa's commit answer had no product for it", now)
-        for product in answer.products:
-            try:
-                record = commit_record(asin=product.asin, title=product.title, stats=product.stats,
-                                       offers=product.offers, deal_time_ms=now, now_ms=now)
-            except (ValueError, TypeError) as exc:
-                store.record_verdict(product.asin, False, f"cannot make a deal: {exc}", now)
-                continue
+        products = [(p.asin, p.title, p.stats, p.offers) for p in answer.products]
+        outcome = driver.commit_outcome(products, store.deal_times(answered), now)
+        for asin, reason in outcome.refused:
+            store.record_verdict(asin, False, reason, now)
+        for record in outcome.records:
             store.store_deal(record)
 
 

@@ -23,16 +23,19 @@ from actors.product_calls import OUTSTANDING_KEY, ProductCalls
 from actors.scan_frontier import ASKED_KEY, SCAN_KEY, ScanFrontier
 from keepa_api.tokens import merge_envelopes
 from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens
-from pipeline.batching import MAX_SCAN_PAGES, peek_claim_minimum, scan_pages
+from pipeline import driver
+from pipeline.batching import MAX_SCAN_PAGES, scan_pages
 from pipeline.cadence import scan_due
-from pipeline.screen import screen, selection_ranges
+from pipeline.driver import PEEK_WINDOW
+from pipeline.screen import selection_ranges
 from pipeline.watermark import MAX_PAGES
 
 log = logging.getLogger(__name__)
 
 SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}   # the feed unfiltered, newest first
 LAST_SCAN_KEY = "keepa-deals:scan:last_ms"
-PEEK_WINDOW = 16
+FEED_DENSITY_KEY = "keepa-deals:scan:feed_per_hour"   # deals an hour the feed lists, from its newest page
+__all__ = ["PEEK_WINDOW", "OUTSTANDING_KEY", "Steps"]
 
 
 class Steps(ProductCalls):
@@ -66,8 +69,10 @@ class Steps(ProductCalls):
         return outcome
 
     def _retry(self, rid: str, attempt: int, cls: str, payload: dict, exc: KeepaError, **kw) -> None:
-        """Ask again: at once after a 429 (the governor waits for the refill), later otherwise."""
-        delay = None if isinstance(exc, NotEnoughTokens) else min(60_000, 1_000 * 2 ** min(attempt, 6))
+        """Ask again after :func:`pipeline.driver.retry_delay_ms`: after a 429 when Keepa's refill
+        is due, after anything else 1 s doubling per attempt up to 60 s."""
+        refill_in = exc.envelope.refill_in_ms if isinstance(exc, NotEnoughTokens) and exc.envelope else None
+        delay = driver.retry_delay_ms(_outcome(exc), attempt, refill_in)
         body = {"id": f"{rid.rsplit(':', 1)[0]}:{attempt + 1}", "cls": cls, "units": kw.get("units", 1),
                 "continues": kw.get("continues", False), "payload": {**payload, "attempt": attempt + 1}}
         self.rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
@@ -88,12 +93,32 @@ class Steps(ProductCalls):
                                  refill_per_minute=rate, balance=snap.get("balance"), cap=snap.get("cap"),
                                  work_pending=pending):
             return False
+        limit = driver.scan_start_pages(self._numbers(snapshot), self._feed_per_hour(), on_demand=True)
+        if limit == 0:
+            return False  # the queue covers what the tokens can do until the next scan
         scan, page = now_ms, rt.store.load_watermark().next_page
         if not self.frontier.start(scan, page):
             return False  # a scan is in progress
         rt.redis.set(LAST_SCAN_KEY, now_ms)
-        self._ask_pages(scan, page)
+        self._ask_pages(scan, page, limit=page + limit)
         return True
+
+    def _numbers(self, snapshot: dict | None) -> driver.PipelineNumbers | None:
+        """What the scan depth reads (:func:`pipeline.driver.scan_depth`): the plan and the tokens
+        spent downstream from the governor's snapshot, the queue from the store; None without a
+        snapshot (the scan then reads to the watermark)."""
+        if not snapshot or not snapshot.get("refill_rate"):
+            return None
+        spent = snapshot.get("tokens_consumed_total") or {}
+        store = self.rt.store
+        return driver.PipelineNumbers(
+            refill_per_minute=snapshot["refill_rate"], balance=snapshot.get("balance") or 0,
+            cap=snapshot.get("cap") or 0, queued=store.candidates_waiting(), deals_stored=store.deals_stored(),
+            downstream_tokens=spent.get("peek", 0) + spent.get("commit", 0))
+
+    def _feed_per_hour(self) -> float | None:
+        value = self.rt.redis.get(FEED_DENSITY_KEY)
+        return float(value) if value else None
 
     def ask_again_if_lost(self, snapshot: dict | None) -> bool:
         """Ask again for the grant the running scan recorded as asked, if the governor's snapshot
@@ -125,11 +150,11 @@ class Steps(ProductCalls):
         except Exception as exc:  # the scan itself is stored and settled; the tick starts the next
             log.warning("could not start the next scan at once (%s); the scheduler's tick will", exc)
 
-    def _ask_pages(self, scan: int, page: int, attempt: int = 0, **retry) -> None:
+    def _ask_pages(self, scan: int, page: int, attempt: int = 0, limit: int = MAX_PAGES, **retry) -> None:
         """Ask to read the feed from ``page`` on, as many pages a grant as the plan affords
-        (:func:`pipeline.batching.scan_pages`, never past Keepa's last page); ``retry`` holds the
-        failure for a later ask."""
-        pages = max(1, min(self.rt.scan_pages(), MAX_PAGES - page))
+        (:func:`pipeline.batching.scan_pages`, never past Keepa's last page nor the scan's depth
+        ``limit``); ``retry`` holds the failure for a later ask."""
+        pages = max(1, min(self.rt.scan_pages(), min(limit, MAX_PAGES) - page))
         payload = {"scan": scan, "page": page, "pages": pages}
         if retry:
             self._retry(f"upsert:{scan}.{page}:{attempt}", attempt, "upsert", payload, retry["exc"],
@@ -190,7 +215,8 @@ class Steps(ProductCalls):
             self.claims.count_repeated(end - stored.next_page)
         results = rt.read_pages(self.selection, range(stored.next_page, end))  # in page order, as they come
         read = []  # the answers taken from ``results`` so far; the settle needs every call's envelope
-        more = True
+        more, limit = True, MAX_PAGES
+        snapshot = Ledger(rt.redis).read_snapshot()
         for at, result in enumerate(results, start=stored.next_page):
             read.append(result)
             if isinstance(result, KeepaError):
@@ -204,7 +230,11 @@ class Steps(ProductCalls):
             now = rt.clock_ms()
             times = [int(deal.last_update.timestamp() * 1000) for deal in result.deals]
             rt.store.upsert_deals(self._light_records(result.deals, times), now)
-            watermark, more = stored.advance(times)
+            step = driver.after_page(stored, times, numbers=self._numbers(snapshot),
+                                     feed_per_hour=self._feed_per_hour(), on_demand=True)
+            if at == 0 and step.feed_per_hour:
+                rt.redis.set(FEED_DENSITY_KEY, step.feed_per_hour)
+            watermark, more, limit = step.watermark, step.more, step.limit
             stored = rt.store.advance_watermark(watermark, now, from_page=at)
             if stored != watermark:  # another run of this grant moved the cursor: it goes on
                 log.info("upsert %s: the cursor moved on to %s under this run; it stops", grant_id, stored)
@@ -216,7 +246,7 @@ class Steps(ProductCalls):
         if not more:
             frontier.end(scan)
         elif frontier.advance(scan, page, stored.next_page):
-            self._ask_pages(scan, stored.next_page)
+            self._ask_pages(scan, stored.next_page, limit=limit)
         self.top_up()
         if not more:
             self._follow_on()
@@ -225,9 +255,10 @@ class Steps(ProductCalls):
         """``(asin, deal time, screened reason)`` per feed deal: with the deal screen on, a deal whose
         own numbers fail the viability rule carries the verdict's reason and is stored set aside
         (never peeked); ``None`` makes it a candidate for a peek, the confirmation with fresh stats."""
-        if not self.rt.screen_deals:
-            return [(deal.asin, at, None) for deal, at in zip(deals, times, strict=True)]
-        return [(deal.asin, at, _screened_reason(deal, self.rt.rule)) for deal, at in zip(deals, times, strict=True)]
+        screen_on = self.rt.screen_deals
+        judged = [(deal.asin, at, _feed_numbers(deal) if screen_on else None)
+                  for deal, at in zip(deals, times, strict=True)]
+        return driver.screen_page(judged, screen_on=screen_on, rule=self.rt.rule)
 
     # -- peek and commit ------------------------------------------------------------------------
     def top_up(self) -> int:
@@ -240,10 +271,10 @@ class Steps(ProductCalls):
         batch = rt.peek_batch()
         asked = 0
         while True:
-            others = rt.redis.incr(OUTSTANDING_KEY) - 1
+            claim = driver.peek_claim(rt.redis.incr(OUTSTANDING_KEY) - 1, batch)
             asins = []
-            if others < PEEK_WINDOW:
-                asins = rt.store.take_candidates(batch, rt.clock_ms(), at_least=peek_claim_minimum(batch, others))
+            if claim is not None:
+                asins = rt.store.take_candidates(claim.at_most, rt.clock_ms(), at_least=claim.at_least)
             if not asins:
                 rt.redis.decr(OUTSTANDING_KEY)
                 return asked
@@ -261,10 +292,11 @@ class Steps(ProductCalls):
                 rt.redis.delete(SCAN_KEY, ASKED_KEY)
             return
         asins = payload.get("asins") or []
-        if len(asins) > 1:
+        singles = driver.after_rejection(asins)
+        if singles is not None:
             if cls == "peek":  # the batch's window slot becomes one per single peek
                 rt.redis.incrby(OUTSTANDING_KEY, len(asins) - 1)
-            for asin in asins:
+            for (asin,) in singles:
                 self.ask(f"{cls}:{asin}x1:0", cls, {"asins": [asin]})
             return
         if cls == "peek":
@@ -280,15 +312,14 @@ def deal_selection(rule, screen_query: bool) -> dict:
     return {**SELECTION, **selection_ranges(rule)} if screen_query else dict(SELECTION)
 
 
-def _screened_reason(deal, rule) -> str | None:
-    """Why the screen sets this feed deal aside, or ``None`` if its own numbers pass (or cannot be
-    read: a malformed array leaves the judgement to the peek, which reads fresh stats)."""
+def _feed_numbers(deal) -> tuple | None:
+    """A feed deal's ``(current, avg)``, decoded on first read; None if malformed (the screen then
+    leaves the judgement to the peek, which reads fresh stats)."""
     try:
-        verdict = screen(deal.current, deal.avg, rule)
+        return deal.current, deal.avg
     except MalformedResponse as exc:
         log.debug("deal %s: feed numbers unreadable (%s); the peek judges it", deal.asin, exc)
         return None
-    return None if verdict.viable else f"screened: {verdict.reason}"
 
 
 def _outcome(exc: KeepaError) -> str:

@@ -18,7 +18,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     policies = list(POLICIES) if args.policy == "all" else [args.policy]
-    reports = run_policies(scenario, policies)
+    reports = run_policies(scenario, policies, query_filter=not args.unfiltered_feed)
     out = reports if args.policy == "all" else reports[args.policy]
     json.dump(out, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="replay a scenario on a virtual clock; JSON report on stdout")
     sim.add_argument("scenario", help="scenario JSON file (see bench/scenarios/)")
     sim.add_argument("--policy", choices=(*POLICIES, "all"), default="governor")
+    sim.add_argument("--unfiltered-feed", action="store_true",
+                     help="the deal query without the viability rule's ranges (the stack's KEEPA_SCREEN_QUERY=0)")
     sim.set_defaults(func=_simulate)
 
     fake = sub.add_parser("fake-keepa", help="serve the embedded Keepa simulator over HTTP")

@@ -14,7 +14,7 @@ covers the tokens to come, no scan is needed now: a page read then would wait be
 up, never be used. Freshness is served by reading newest first: every scan starts at page 0, and the
 depth is judged again after every page, as the pipeline learns what a feed deal costs it.
 
-One set of pure functions for the simulator (:mod:`simulator.run`) and, later, the actors.
+One set of pure functions for the simulator and the actors, both through :mod:`pipeline.driver`.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from governor.fifo import FifoPolicy
 from governor.legacy import LegacyPolicy
 from governor.policy import Governor
@@ -15,7 +17,8 @@ def legacy_pipeline(scenario: Scenario) -> PipelineConfig:
     minute and 5 above (2026-02-04, 2026-02-05); each viable ASIN committed on its own. It had no
     screen (every new deal of an unfiltered feed was peeked) and read every scan to the watermark."""
     low_plan = scenario.schedule.rate_at(0) < 10
-    return PipelineConfig(cadence="every_minute", backfill_window=1, backfill_batch=1 if low_plan else 5,
+    return PipelineConfig(cadence="every_minute", backfill_window=1, sequential=True,
+                          backfill_batch=1 if low_plan else 5,
                           commit_batch=1, scan_pages=1, query_filter=False, screen=False,
                           on_demand=False)
 
@@ -31,10 +34,14 @@ def make(policy: str, scenario: Scenario):
     raise ValueError(f"unknown policy {policy!r}: choose governor, legacy, fifo or all")
 
 
-def simulate(scenario: Scenario, policy: str = "governor") -> dict:
+def simulate(scenario: Scenario, policy: str = "governor", *, query_filter: bool = True) -> dict:
+    """``query_filter`` False: the deal query without the rule's ranges, as the stack runs with
+    ``KEEPA_SCREEN_QUERY=0`` (every feed deal listed; the screen judges each)."""
     obj, pipeline = make(policy, scenario)
+    if not query_filter:
+        pipeline = replace(pipeline, query_filter=False)
     return Simulation(scenario, obj, pipeline).run()
 
 
-def run_policies(scenario: Scenario, policies: list[str]) -> dict:
-    return {name: simulate(scenario, name) for name in policies}
+def run_policies(scenario: Scenario, policies: list[str], *, query_filter: bool = True) -> dict:
+    return {name: simulate(scenario, name, query_filter=query_filter) for name in policies}

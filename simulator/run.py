@@ -22,12 +22,8 @@ from dataclasses import dataclass
 
 from governor.model import COMMIT, PEEK, UPSERT, Request
 from keepa_api.tokens import merge_envelopes
-from pipeline import batching
-from pipeline.cadence import scan_due, upsert_interval_ms
-from pipeline.commit import commit_record
-from pipeline.scan_depth import feed_deals_per_hour, scan_depth_pages, tokens_per_feed_deal, tokens_until_next_scan
-from pipeline.screen import screen
-from pipeline.verdict import peek_verdict
+from pipeline import batching, driver
+from pipeline.cadence import scan_due
 from pipeline.watermark import MAX_PAGES
 from simulator.feed import Feed
 from simulator.keepa_model import KeepaModel, Response
@@ -44,16 +40,18 @@ REFILL, RESTART, SETTLE, RETRY, TICK, ROGUE, WAKE = range(7)
 class PipelineConfig:
     """How the actors use the policy. ``cadence`` "adaptive" reads the feed as often as the plan
     affords (see :mod:`pipeline.cadence`); "every_minute" is the old Celery beat schedule.
-    ``backfill_window`` bounds the peek requests outstanding at once (1 = the old sequential
-    backfiller); ``peek_first`` False is the old path that rejected by full fetch. A number as
-    ``cadence`` starts a scan every that many minutes."""
+    ``backfill_window`` bounds the first-stage calls (peeks; the old path's commits) outstanding
+    at once, as the actors' window does; ``sequential`` counts commits in it too (the old backfiller,
+    with a window of 1, peeked and committed one call at a time); ``peek_first`` False is
+    the old path that rejected by full fetch. A number as ``cadence`` starts a scan every that many
+    minutes. Every decision of the pipeline is :mod:`pipeline.driver`'s, as in the actors."""
 
     cadence: str | int = "adaptive"
     budget_fraction: float = 0.02
     peek_first: bool = True
-    backfill_window: int = 16
+    backfill_window: int = driver.PEEK_WINDOW
+    sequential: bool = False
     latency_ms: int = 500
-    retry_ms: int = 5_000
     redelivery_ms: int = 10_000
     # historical variants of the old system (seeds): keep the defaults for anything current
     backfill_batch: int = 0          # ASINs per first-stage call; 0 = the current rules of
@@ -117,8 +115,8 @@ class Simulation:
         self._epoch = 0                        # bumps on every restart: older settles are void
         self._wake_at: int | None = None
         self._polls_token = hasattr(policy, "wants_token_sync")
-        self.backfill_out = 0                  # peeks and commits asked for and not yet answered
-        self.peeks_out = 0                     # of which peeks (the actors' OUTSTANDING_KEY)
+        self.window_out = 0                    # calls in the window (peeks; the old path's commits;
+                                               # every call if sequential) asked for, not answered
         self.scan_active = False
         self.scans = 0
         self.memory: list[int] = []
@@ -218,7 +216,8 @@ class Simulation:
             else:
                 due = self.last_scan_ms is None or self.now - self.last_scan_ms >= self.cfg.cadence * MINUTE_MS
             if due:
-                self.scan_limit = self._scan_depth(scanning=False) if self.cfg.on_demand else MAX_PAGES
+                self.scan_limit = driver.scan_start_pages(self._numbers(), self.feed_per_hour,
+                                                          on_demand=self.cfg.on_demand)
                 if self.scan_limit == 0:
                     return  # the queue covers what the tokens can do until the next scan
                 self.scan_active = True
@@ -226,18 +225,13 @@ class Simulation:
                 self.last_scan_ms = self.now
                 self._ask_pages(self.store.watermark.next_page, self.scans)
 
-    def _scan_depth(self, *, scanning: bool) -> int:
-        """How many more pages this scan reads: what the pipeline can consume before the next scan."""
-        rate = self._rate()
-        interval_ms = upsert_interval_ms(refill_per_minute=rate, page_cost=self.sc.deal_page_cost[1],
-                                         budget_fraction=self.cfg.budget_fraction)
-        available = tokens_until_next_scan(balance=self.policy.balance, refill_per_minute=rate,
-                                           interval_ms=interval_ms, cap=self.policy.cap)
-        queued = len(self.store.candidates)
-        per_deal = tokens_per_feed_deal(downstream_tokens=self.stats.tokens[PEEK] + self.stats.tokens[COMMIT],
-                                        deals_resolved=self.store.deals_stored() - queued)
-        return scan_depth_pages(tokens_available=available, tokens_per_deal=per_deal, queued=queued,
-                                refill_per_minute=rate, feed_per_hour=self.feed_per_hour, scanning=scanning)
+    def _numbers(self) -> driver.PipelineNumbers:
+        """What the scan depth reads, as the governor's live state and the store know it now."""
+        return driver.PipelineNumbers(
+            refill_per_minute=self._rate(), balance=self.policy.balance, cap=self.policy.cap,
+            queued=len(self.store.candidates), deals_stored=self.store.deals_stored(),
+            downstream_tokens=self.stats.tokens[PEEK] + self.stats.tokens[COMMIT],
+            page_cost=self.sc.deal_page_cost[1], budget_fraction=self.cfg.budget_fraction)
 
     def _retry(self, payload) -> None:
         what, work, epoch = payload
@@ -276,28 +270,32 @@ class Simulation:
         if work.kind == UPSERT:
             self.scan_active = False
             return
-        self.backfill_out -= 1
-        self.peeks_out -= work.kind == PEEK
-        if len(work.keys) > 1:
-            for index in work.keys:
-                self.backfill_out += 1
-                self.peeks_out += work.kind == PEEK
-                self._ask(Work(work.kind, index, 0, self.now))
-        else:
+        first = self._counted(work.kind)
+        self.window_out -= first
+        singles = driver.after_rejection(work.keys)
+        if singles is None:
             self.store.reject_candidate(Feed.asin(work.key), reason)
+            return
+        for (index,) in singles:
+            self.window_out += first  # the batch's window slot becomes one per single call
+            self._ask(Work(work.kind, index, 0, self.now))
+
+    def _counted(self, kind: str) -> bool:
+        """Whether a call of ``kind`` takes a slot of the backfill window."""
+        return kind == (PEEK if self.cfg.peek_first else COMMIT) or (self.cfg.sequential and kind == COMMIT)
 
     def _pump(self) -> None:
         policy, cfg, store = self.policy, self.cfg, self.store
         size = cfg.backfill_batch or batching.peek_batch(policy.rate)
         kind = PEEK if cfg.peek_first else COMMIT
-        while self.backfill_out < cfg.backfill_window and store.candidates:
-            if not cfg.backfill_batch and len(store.candidates) < batching.peek_claim_minimum(size, self.peeks_out):
+        while store.candidates:
+            claim = driver.peek_claim(self.window_out, size, cfg.backfill_window)
+            if claim is None or (not cfg.backfill_batch and len(store.candidates) < claim.at_least):
                 break
             batch = []
-            while len(batch) < size and store.candidates:
+            while len(batch) < claim.at_most and store.candidates:
                 batch.append(Feed.index(store.take_candidate()))
-            self.backfill_out += 1
-            self.peeks_out += kind == PEEK
+            self.window_out += 1
             self._ask(Work(kind, batch[0], 0, self.now, batch=tuple(batch) if len(batch) > 1 else ()))
         if self._polls_token and policy.wants_token_sync(self.now):
             policy.sync(self.keepa.token(self.now), self.now)
@@ -353,9 +351,15 @@ class Simulation:
         self.policy.settle(rid, response.envelope, self.now)
         if response.status != 200:
             self.stats.on_error(response.status)
-            retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan, work.batch)
-            delay = response.envelope.refill_in_ms + 100 if response.status == 429 else self.cfg.retry_ms
-            self._at(self.now + delay, RETRY, ("ask", retry, self._epoch))
+            step = driver.after_failure(_outcome(response.status), work.attempt, response.envelope.refill_in_ms,
+                                        message=f"HTTP {response.status}")
+            if step.action == driver.RETRY:
+                retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan, work.batch)
+                self._at(self.now + step.delay_ms, RETRY, ("ask", retry, self._epoch))
+                return
+            self.window_out -= self._counted(work.kind)
+            for index in work.keys:  # a dead end, visible: the ASINs carry the reason
+                self.store.reject_candidate(Feed.asin(index), step.reason)
             return
         {PEEK: self._on_peek, COMMIT: self._on_commit}[work.kind](work, response)
 
@@ -367,10 +371,11 @@ class Simulation:
         for at, response in enumerate(responses, start=work.key):
             if response.status != 200:
                 self.stats.on_error(response.status)
-                attempt = work.attempt + 1 if at == work.key else 1
-                retry = self._scan_work(at, work.scan, attempt)
-                delay = response.envelope.refill_in_ms + 100 if response.status == 429 else self.cfg.retry_ms
-                self._at(self.now + delay, RETRY, ("ask", retry, self._epoch))
+                attempt = work.attempt if at == work.key else 0
+                step = driver.after_failure(_outcome(response.status), attempt, response.envelope.refill_in_ms,
+                                            bounded=False)
+                retry = self._scan_work(at, work.scan, attempt + 1)
+                self._at(self.now + step.delay_ms, RETRY, ("ask", retry, self._epoch))
                 return
             more = self._on_page(work, response)
             if not more:
@@ -380,29 +385,21 @@ class Simulation:
     def _on_page(self, work: Work, response: Response) -> bool:
         """Store one page and move the cursor; whether the scan reads on."""
         feed, store = self.feed, self.store
-        times, news = [], []
-        for index in response.payload:
-            deal_ms = feed.times[index]
-            times.append(deal_ms)
-            asin = Feed.asin(index)
-            verdict = screen(*feed.deal_numbers(index)) if self.cfg.screen else None
-            if verdict is not None and not verdict.viable:
-                first = store.screen_out(asin, deal_ms, verdict.reason)
-            else:
-                first = store.upsert_deal(asin, deal_ms)
+        deals = [(Feed.asin(index), feed.times[index], feed.deal_numbers(index)) for index in response.payload]
+        news = []
+        judged = driver.screen_page(deals, screen_on=self.cfg.screen)
+        for index, (asin, deal_ms, reason) in zip(response.payload, judged, strict=True):
+            first = store.screen_out(asin, deal_ms, reason) if reason else store.upsert_deal(asin, deal_ms)
             if first:
                 if asin not in store.known:  # a known deal gets a light update only: no work
                     news.append(index)
                 if deal_ms >= 0:
                     self.stats.on_fresh(self.now - deal_ms)
         self.page_news.append(news)
-        if self.cfg.on_demand:
-            # judged again after every page: what the pipeline learnt a deal costs, how densely the
-            # feed lists deals (its newest page), what is queued now
-            if store.watermark.next_page == 0:
-                self.feed_per_hour = feed_deals_per_hour(times) or self.feed_per_hour
-            self.scan_limit = min(MAX_PAGES, store.watermark.next_page + 1 + self._scan_depth(scanning=True))
-        watermark, more = store.watermark.advance(times, max_pages=self.scan_limit)
+        step = driver.after_page(store.watermark, [deal_ms for _, deal_ms, _ in deals], numbers=self._numbers(),
+                                 feed_per_hour=self.feed_per_hour, on_demand=self.cfg.on_demand)
+        self.feed_per_hour, self.scan_limit = step.feed_per_hour, step.limit
+        watermark, more = step.watermark, step.more
         if not self.cfg.ratchet and store.candidates:
             # the old rule: a run that could not process every deal it found is "incomplete" and
             # may not move the watermark; the next run starts again at page 0
@@ -420,31 +417,36 @@ class Simulation:
         return more
 
     def _on_peek(self, work: Work, response: Response) -> None:
-        self.backfill_out -= 1
-        self.peeks_out -= 1
-        viable = []
-        for index, stats in zip(work.keys, response.payload, strict=True):
-            self.stats.asins_peeked += 1
-            verdict = peek_verdict(stats)
-            if verdict.viable:
-                viable.append(index)
-            else:
-                self.store.reject_candidate(Feed.asin(index), verdict.reason)
-        for chunk in batching.split(viable, self.cfg.commit_batch or batching.commit_batch(self.policy.rate)):
-            self.backfill_out += 1
-            self._ask(Work(COMMIT, chunk[0], 0, self.now, batch=tuple(chunk) if len(chunk) > 1 else ()))
+        self.window_out -= 1
+        asins = [Feed.asin(index) for index in work.keys]
+        self.stats.asins_peeked += len(asins)
+        outcome = driver.peek_outcome(asins, dict(zip(asins, response.payload, strict=True)),
+                                      commit_batch=self.cfg.commit_batch or batching.commit_batch(self.policy.rate))
+        for asin, viable, reason in outcome.verdicts:
+            if not viable:
+                self.store.reject_candidate(asin, reason)
+        for chunk in outcome.commits:
+            indexes = tuple(Feed.index(asin) for asin in chunk)
+            self.window_out += self._counted(COMMIT)
+            self._ask(Work(COMMIT, indexes[0], 0, self.now, batch=indexes if len(indexes) > 1 else ()))
 
     def _on_commit(self, work: Work, response: Response) -> None:
-        self.backfill_out -= 1
-        for index, stats in zip(work.keys, response.payload, strict=True):
-            asin = Feed.asin(index)
-            self.stats.asins_committed += 1
-            verdict = peek_verdict(stats)
-            if not verdict.viable:  # the old path: a full fetch just to reject
-                self.store.reject_candidate(asin, verdict.reason)
-                continue
-            record = commit_record(asin=asin, title=f"Synthetic product {asin}", stats=stats,
-                                   offers=3, deal_time_ms=self.feed.times[index], now_ms=self.now)
+        self.window_out -= self._counted(COMMIT)
+        asins = [Feed.asin(index) for index in work.keys]
+        self.stats.asins_committed += len(asins)
+        stats = dict(zip(asins, response.payload, strict=True))
+        if not self.cfg.peek_first:  # the old path: a full fetch just to reject
+            verdicts = driver.peek_outcome(asins, stats, commit_batch=1).verdicts
+            for asin, viable, reason in verdicts:
+                if not viable:
+                    self.store.reject_candidate(asin, reason)
+            asins = [asin for asin, viable, _ in verdicts if viable]
+        outcome = driver.commit_outcome([(asin, f"Synthetic product {asin}", stats[asin], 3) for asin in asins],
+                                        self.store.light, self.now)
+        for asin, reason in outcome.refused:
+            self.store.reject_candidate(asin, reason)
+        for record in outcome.records:
+            index = Feed.index(record.asin)
             if self.cfg.memory_batch:
                 self.memory.append(index)
                 self._records[index] = record
@@ -454,3 +456,8 @@ class Simulation:
                     self.memory.clear()
             else:
                 self.store.store_deal(record)
+
+
+def _outcome(status: int) -> str:
+    """The settle outcome of a simulated call's HTTP status, as the actors name it."""
+    return {429: "429", 400: "400", 402: "402"}.get(status, "5xx")

@@ -140,6 +140,7 @@ class RunStats:
             "deals_ingested": ingested,
             "tokens_per_deal": round(bucket.spent_total / ingested, 2) if ingested else None,
             "pages_bought": sim.pages_bought,
+            "scans": sim.scans,
             "pages_unused": sim.pages_bought - pages_used - pages_pending,
             "pages_pending": pages_pending,
             "by_class": by_class,

@@ -10,10 +10,10 @@ from governor.legacy import LegacyConfig, variant
 from governor.model import COMMIT, PEEK, UPSERT
 from simulator.run import PipelineConfig
 
-OLD_BEAT = {"cadence": "every_minute", "backfill_window": 1, "scan_pages": 1, "on_demand": False}
+OLD_BEAT = {"cadence": "every_minute", "backfill_window": 1, "sequential": True, "scan_pages": 1, "on_demand": False}
 # where a seed is about the backfiller alone, the upserter runs hourly so that its own starvation
 # of the backfiller (f06) does not hide the failure under study
-HOURLY = {"cadence": 60, "backfill_window": 1, "scan_pages": 1, "on_demand": False}
+HOURLY = {"cadence": 60, "backfill_window": 1, "sequential": True, "scan_pages": 1, "on_demand": False}
 
 
 def _thresholds(upsert: int, backfill: int) -> dict:
@@ -37,8 +37,8 @@ VARIANTS: dict[str, tuple[LegacyConfig, PipelineConfig]] = {
     # 2026-02-01, before: one threshold for both tasks; the backfiller drains every refill
     "f04-backfiller-drains": (
         variant(recharge=False, thresholds=_thresholds(50, 50)),
-        PipelineConfig(cadence="every_minute", backfill_window=4, backfill_batch=1, peek_first=False,
-                       on_demand=False)),
+        PipelineConfig(cadence="every_minute", backfill_window=4, sequential=True, backfill_batch=1,
+                       peek_first=False, on_demand=False)),
     # 2026-02-04, before: 20-ASIN chunks reserved at once: cost 400 + buffer 80 > bucket 300
     "f05-impossible-target": (
         variant(recharge=False, target_includes_cost=True),

@@ -286,6 +286,15 @@ class Store:
         return self._t.LightDeal.select().count()
 
     @_guarded
+    def deal_times(self, asins: Iterable[str]) -> dict[str, int]:
+        """The feed time of each of ``asins`` that has a light record (the deal's time in the feed)."""
+        L, asins = self._t.LightDeal, list(asins)
+        found: dict[str, int] = {}
+        for at in range(0, len(asins), 500):
+            found.update(L.select(L.asin, L.deal_time_ms).where(L.asin.in_(asins[at:at + 500])).tuples())
+        return found
+
+    @_guarded
     def deals_ingested(self) -> int:
         """Committed, visible deals."""
         return self._t.Deal.select().count()
