@@ -59,11 +59,10 @@ class ProductCalls:
                 log.info("%s %s: its answer was paid for already; storing it, no call made", endpoint, grant_id)
                 return ProductAnswer.from_json(begun.previous.answer), begun.token
             if begun.repeat:
-                log.warning("%s %s: the attempt making this call is gone; released and asked for again",
-                            endpoint, grant_id)
+                log.warning("%s %s: the attempt making this call is gone; released", endpoint, grant_id)
                 self.settle(grant_id, endpoint, "timeout", None, "its attempt died mid-call: outcome unknown, released")
-                self._retry(grant_id, payload.get("attempt", 0), endpoint, payload,
-                            TransientError("outcome unknown"), units=len(asins))
+                # an unknown outcome is a failed call: asked again under a new id, within the same limit
+                self._next_step(endpoint, grant_id, payload, asins, TransientError("outcome unknown"), "timeout")
                 self.claims.finish(grant_id, begun.token, RELEASED)
                 return None
             try:
@@ -92,13 +91,18 @@ class ProductCalls:
         answer that was paid for but unreadable as a whole counts as a malformed answer for each ASIN
         (:meth:`_product_failures`); a bad key stops the actor; anything else is asked for again, up
         to ``MAX_CALL_ATTEMPTS`` calls, then its ASINs are set aside."""
-        rt = self.rt
         outcome = self._failed(grant_id, endpoint, exc)
         if isinstance(exc, BadKey):
             raise exc
+        self._next_step(endpoint, grant_id, payload, asins, exc, outcome)
+
+    def _next_step(self, endpoint: str, grant_id: str, payload: dict, asins: list[str], exc: KeepaError,
+                   outcome: str) -> None:
+        """After a failed (or released) call: reject, ask again or set aside, as the driver says."""
+        rt = self.rt
         now, attempt = rt.clock_ms(), payload.get("attempt", 0)
-        step = driver.after_failure("400" if isinstance(exc, RequestRejected) else outcome, attempt,
-                                    message=str(exc))
+        step = driver.after_failure("400" if isinstance(exc, RequestRejected) else outcome,
+                                    payload.get("failures", 0), message=str(exc))
         if isinstance(exc, MalformedResponse):
             self._product_failures(endpoint, dict.fromkeys(asins, str(exc)), now)
         elif step.action == driver.REJECT:

@@ -72,9 +72,11 @@ class Steps(ProductCalls):
         """Ask again after :func:`pipeline.driver.retry_delay_ms`: after a 429 when Keepa's refill
         is due, after anything else 1 s doubling per attempt up to 60 s."""
         refill_in = exc.envelope.refill_in_ms if isinstance(exc, NotEnoughTokens) and exc.envelope else None
-        delay = driver.retry_delay_ms(_outcome(exc), attempt, refill_in)
+        outcome, failures = _outcome(exc), payload.get("failures", 0)
+        delay = driver.retry_delay_ms(outcome, failures, refill_in)
         body = {"id": f"{rid.rsplit(':', 1)[0]}:{attempt + 1}", "cls": cls, "units": kw.get("units", 1),
-                "continues": kw.get("continues", False), "payload": {**payload, "attempt": attempt + 1}}
+                "continues": kw.get("continues", False),
+                "payload": {**payload, "attempt": attempt + 1, "failures": driver.failures_after(outcome, failures)}}
         self.rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
                                        args=("request", body), kwargs={}, options={}), delay=delay)
 

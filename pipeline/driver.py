@@ -200,10 +200,18 @@ def retry_delay_ms(outcome: str, attempt: int, refill_in_ms: int | None) -> int:
     return min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** min(max(attempt, 0), 6))
 
 
+def failures_after(outcome: str, failures: int) -> int:
+    """The count of failed calls in a row after one more ended with ``outcome``. A 429 does not
+    count: Keepa charged nothing and the governor paces the next ask, so a rogue client on the key
+    cannot use up a call's failure budget (a storm of them pages as KeepaRateLimitStorm instead)."""
+    return failures if outcome == "429" else failures + 1
+
+
 def after_failure(outcome: str, attempt: int, refill_in_ms: int | None = None, *, bounded: bool = True,
                   message: str = "") -> FailureStep:
     """What follows a failed call whose settle outcome is ``outcome`` ("429", "400", "402", "5xx",
-    "timeout", "malformed"). A rejected request (400) never succeeds: REJECT. A 429 is always asked
+    "timeout", "malformed"); ``attempt`` counts the failures before it (:func:`failures_after`, 429s
+    left out). A rejected request (400) never succeeds: REJECT. A 429 is always asked
     again (the governor paces them). Anything else is asked again until ``MAX_CALL_ATTEMPTS`` calls
     have failed in a row (``bounded``; a feed scan is not: the next scan reads the feed anyway), then
     SET_ASIDE. A call whose whole answer was malformed is judged per product by the shell

@@ -82,6 +82,7 @@ class Work:
     pages: int = 1    # upsert only: feed pages read under this grant, from ``key`` on
     batch: tuple = () # backfill batches: every deal index in the call
     rid: str = ""     # the request id, fixed when the work is asked for
+    failures: int = 0 # backfill only: its calls that failed in a row, 429s left out (driver.failures_after)
 
     @property
     def request_id(self) -> str:
@@ -351,10 +352,12 @@ class Simulation:
         self.policy.settle(rid, response.envelope, self.now)
         if response.status != 200:
             self.stats.on_error(response.status)
-            step = driver.after_failure(_outcome(response.status), work.attempt, response.envelope.refill_in_ms,
+            outcome = _outcome(response.status)
+            step = driver.after_failure(outcome, work.failures, response.envelope.refill_in_ms,
                                         message=f"HTTP {response.status}")
             if step.action == driver.RETRY:
-                retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan, work.batch)
+                retry = Work(work.kind, work.key, work.attempt + 1, self.now, work.scan, work.batch,
+                             failures=driver.failures_after(outcome, work.failures))
                 self._at(self.now + step.delay_ms, RETRY, ("ask", retry, self._epoch))
                 return
             self.window_out -= self._counted(work.kind)

@@ -17,6 +17,8 @@ from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
 from keepa_deals.errors import DatabaseUnavailable
+from pipeline import driver
+from pipeline.driver import MAX_CALL_ATTEMPTS
 from tests import test_steps
 from tests.test_steps import NOW, Runtime, orphan_claim
 
@@ -147,3 +149,34 @@ def test_a_settled_grant_delivered_again_does_nothing(redis_db, store, keepa):
     rt.broker.sent.clear()
     Steps(rt).peek("peek:g:0", {"asins": asins})
     assert len(client.calls) == 1 and rt.broker.sent == [] and int(redis_db.get(OUTSTANDING_KEY)) == 0
+
+
+def test_a_grant_released_again_and_again_is_set_aside_at_the_call_limit_not_asked_for_for_ever(redis_db, store,
+                                                                                                  keepa):
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 2)
+    rt = Runtime(redis_db, store, client, rate=1_000)
+    redis_db.set(OUTSTANDING_KEY, 1)
+    grant, payload = "peek:g:0", {"asins": asins}
+    for released in range(1, MAX_CALL_ATTEMPTS + 1):  # each grant's worker dies mid-call; a copy releases it
+        orphan_claim(redis_db, grant)
+        redis_db.zadd(ATTEMPTS_KEY, {"dead-process/attempt": NOW - 60_000})
+        rt.broker.sent.clear()
+        Steps(rt).peek(grant, payload)
+        asked = rt.broker.requests("peek")
+        if released < MAX_CALL_ATTEMPTS:
+            (again,) = asked
+            assert again["payload"]["failures"] == released
+            grant, payload = again["id"], again["payload"]
+        else:
+            assert asked == []  # the dead end: set aside, visible, no more asks
+    assert client.calls == []
+    assert store.products_set_aside() == 2 and int(redis_db.get(OUTSTANDING_KEY)) == 0
+    assert all(f"failed {MAX_CALL_ATTEMPTS} calls in a row" in item["reason"] for item in store.set_aside_products())
+
+
+def test_429s_do_not_use_up_a_calls_failure_budget():
+    assert driver.failures_after("429", 7) == 7
+    assert driver.failures_after("5xx", 7) == driver.failures_after("timeout", 7) == 8
+    assert driver.after_failure("5xx", MAX_CALL_ATTEMPTS - 2).action == driver.RETRY
+    assert driver.after_failure("5xx", MAX_CALL_ATTEMPTS - 1).action == driver.SET_ASIDE

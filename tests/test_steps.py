@@ -202,7 +202,7 @@ class TestScan:
         assert settle["outcome"] == "5xx" and settle["envelope"]["tokensConsumed"] == 3 * 5  # pages 0, 1, 3
         (again,) = rt.broker.requests("upsert")
         assert again["id"] == "upsert:1.2:1" and again["units"] == 4 and again["continues"]
-        assert again["payload"] == {"scan": 1, "page": 2, "pages": 4, "attempt": 1}
+        assert again["payload"] == {"scan": 1, "page": 2, "pages": 4, "attempt": 1, "failures": 1}
 
         rt.client = client  # Keepa answers again: the scan goes on from page 2, then ends at page 6
         Steps(rt).upsert(again["id"], again["payload"])
