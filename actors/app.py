@@ -17,7 +17,7 @@ import dramatiq
 import redis
 
 from actors.broker import make_broker
-from actors.governor_actor import GovernorHost
+from actors.governor_actor import STALE_GRANT_MS, GovernorHost
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
 from actors.steps import Steps, read_pages
@@ -99,7 +99,11 @@ RUNTIME: Runtime | None = None
 
 def governor_config(settings: Settings) -> GovernorConfig:
     minute = int(settings.keepa_minute_seconds * 1000)
-    return GovernorConfig(period_ms=minute, recharge_timeout_ms=60 * minute, remember_ms=60 * minute,
+    # a request repeated by the copy of a grant the governor sent again (after STALE_GRANT_MS of real
+    # time, whatever the Keepa minute) must still find its id among those finished: on a shortened
+    # minute (the demo, the tests) 60 Keepa minutes can be shorter than that
+    remember_ms = max(60 * minute, 4 * STALE_GRANT_MS)
+    return GovernorConfig(period_ms=minute, recharge_timeout_ms=60 * minute, remember_ms=remember_ms,
                           hold_grace_ms=max(1_000, minute // 12), recharge=settings.recharge)
 
 

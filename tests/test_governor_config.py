@@ -1,4 +1,4 @@
-"""KEEPA_RECHARGE: the governor's burst mode, read once into the settings and handed to its policy."""
+"""The governor's configuration from the settings: KEEPA_RECHARGE (its burst mode), and how long it remembers finished ids."""
 
 from __future__ import annotations
 
@@ -24,3 +24,11 @@ def test_the_governor_gets_the_burst_mode_the_environment_names(mode):
 def test_a_bad_burst_mode_is_refused_naming_the_variable(value):
     with pytest.raises(ConfigError, match="KEEPA_RECHARGE must be off, auto or on"):
         load_settings({"KEEPA_RECHARGE": value})
+
+
+def test_finished_ids_outlive_the_governors_resend_of_a_stale_grant_even_on_a_short_keepa_minute():
+    from actors.governor_actor import STALE_GRANT_MS
+
+    short = governor_config(load_settings({"KEEPA_MINUTE_SECONDS": "0.5"}))
+    assert short.remember_ms >= 2 * STALE_GRANT_MS  # the resend, then the copy's own repeated asks
+    assert governor_config(load_settings({})).remember_ms == 60 * 60_000  # an hour on Keepa's real minute
