@@ -1,4 +1,5 @@
-"""The governor's configuration from the settings: KEEPA_RECHARGE (its burst mode), and how long it remembers finished ids."""
+"""The governor's configuration from the settings: its burst mode (KEEPA_RECHARGE), and how long it
+remembers finished ids."""
 
 from __future__ import annotations
 
