@@ -11,7 +11,7 @@ only if absent) says what became of the call:
     released   the call's outcome was unknown (its attempt died mid-call): settled without an
                envelope and asked for again under a new id, never repeated under this one
 
-Every attempt under way beats in ``keepa-deals:grant:attempts`` (a sorted set, attempt -> last beat
+Every attempt under way beats in ``keepa-deals:grant-attempts`` (a sorted set, attempt -> last beat
 in ms; a thread of its process beats every ``ATTEMPT_BEAT_MS``), so a copy that finds ``calling``
 or ``answered`` can tell a slow attempt (a fresh beat: leave it alone) from one that is gone: its
 process died, or it raised and nothing will retry it (a lost connection can leave its message
