@@ -124,6 +124,12 @@ class _Up:
             store.close()
         assert _listening(self.redis_port) and _listening(self.metrics_port)
 
+    def ports_when_ingesting(self, log) -> list[int]:
+        """Wait until a deal is ingested, then the ports the stack listens on, as its log names them."""
+        self.wait_until_ingesting()
+        log.seek(0)
+        return self.ports(log.read())
+
     def seconds_until_all_gone(self, ports: list[int], sent_at: float) -> float:
         """Seconds from ``sent_at`` until no process carrying this stack's REDIS_URL is alive and no
         port of it listens; fails after 15 s (the promise)."""
@@ -155,9 +161,7 @@ def test_everything_up_started_ends_within_15_s_of(how, tmp_path):
     with open(tmp_path / "up.log", "w+") as log:
         stack_ = _Up(tmp_path, log, extra=("--progress-seconds", "0"))
         try:
-            stack_.wait_until_ingesting()
-            log.seek(0)
-            ports = stack_.ports(log.read())
+            ports = stack_.ports_when_ingesting(log)
             assert len(ports) == 3 and _ours(stack_.redis_url)
             sent_at = time.monotonic()
             if whom == "group":
@@ -264,9 +268,7 @@ def test_after_up_is_sigkilled_the_next_up_on_the_same_redis_and_data_is_not_ref
     with open(tmp_path / "up.log", "w+") as log:
         first = _Up(tmp_path, log, extra=("--progress-seconds", "0"))
         try:
-            first.wait_until_ingesting()
-            log.seek(0)
-            ports = first.ports(log.read())
+            ports = first.ports_when_ingesting(log)
             os.kill(first.proc.pid, signal.SIGKILL)
             first.seconds_until_all_gone(ports, time.monotonic())
         finally:
