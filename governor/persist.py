@@ -82,7 +82,3 @@ def restore(config: GovernorConfig, core: dict | None, pending: list[dict], in_f
         gov._done[rid] = ms
     return gov
 
-
-def queues_in_order(gov: Governor) -> list[Request]:
-    return [req for cls in CLASSES for req in gov.queues[cls]]
-

@@ -41,7 +41,3 @@ class Watermark:
             mark = self.mark_ms if top is None else max(top, self.mark_ms or top)
             return Watermark(mark_ms=mark), False
         return Watermark(self.mark_ms, top, self.next_page + 1), True
-
-    def is_new(self, deal_time_ms: int) -> bool:
-        """True for a deal newer than the watermark (every deal is new before the first scan ends)."""
-        return self.mark_ms is None or deal_time_ms > self.mark_ms

@@ -122,7 +122,6 @@ class Simulation:
         self.scans = 0
         self.memory: list[int] = []
         self._records: dict = {}
-        self.scan_dirty = False
         self.last_scan_ms: int | None = None
         self.feed_per_hour: float | None = None  # how densely the feed lists deals (its first page)
         self.scan_limit = MAX_PAGES            # pages the current scan may read (scan on demand)
@@ -194,7 +193,6 @@ class Simulation:
             self.store.return_candidate(Feed.asin(index))
         self.stats.lost_in_memory += len(self.memory)
         self.memory.clear()
-        self.scan_dirty = False
 
     def _tick(self, _) -> None:
         self._scan_if_due()
