@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dramatiq.common import q_name
+from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -68,12 +68,18 @@ class DramatiqSeconds(Middleware):
                                   "on one message, in seconds.", LABELS, buckets=DURATION_BUCKETS_S, **kwargs)
 
     @staticmethod
-    def _labels(message) -> tuple[str, str]:
-        return q_name(message.queue_name), message.actor_name  # "work.DQ" counts as "work"
+    def _labels(broker, message) -> tuple[str, str]:
+        """The queue its actor was declared on: a delayed (retried) message travels under its delay
+        queue's name, and counts as its actor's queue all the same."""
+        try:
+            queue_name = broker.get_actor(message.actor_name).queue_name
+        except ActorNotFound:  # an actor this process does not declare (the governor's messages)
+            queue_name = message.queue_name
+        return queue_name, message.actor_name
 
     def _declare(self, queue_name: str, actor_name: str) -> None:
         """Create an actor's series at 0, so they exist before its first message."""
-        labels = (q_name(queue_name), actor_name)
+        labels = (queue_name, actor_name)
         for metric in (self.messages, self.errors, self.retries, self.rejects, self.in_progress, self.duration):
             metric.labels(*labels)
 
@@ -88,10 +94,10 @@ class DramatiqSeconds(Middleware):
     def before_process_message(self, broker, message):
         with self._started_lock:
             self._started[message.message_id] = self._clock()
-        self.in_progress.labels(*self._labels(message)).inc()
+        self.in_progress.labels(*self._labels(broker, message)).inc()
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        labels = self._labels(message)
+        labels = self._labels(broker, message)
         with self._started_lock:
             started = self._started.pop(message.message_id, None)
         if started is not None:
@@ -108,10 +114,10 @@ class DramatiqSeconds(Middleware):
         # The Retries middleware re-enqueues with a delay; the worker later moves the message from
         # the delay queue with none. Counting only the first keeps one retry from counting twice.
         if delay is not None and message.options.get("retries"):
-            self.retries.labels(*self._labels(message)).inc()
+            self.retries.labels(*self._labels(broker, message)).inc()
 
     def after_nack(self, broker, message):
-        self.rejects.labels(*self._labels(message)).inc()
+        self.rejects.labels(*self._labels(broker, message)).inc()
 
     def after_worker_shutdown(self, broker, worker):
         path = os.environ.get(MULTIPROC_ENV)
