@@ -65,6 +65,14 @@ class ProductCalls:
                 self._next_step(endpoint, grant_id, payload, asins, TransientError("outcome unknown"), "timeout")
                 self.claims.finish(grant_id, begun.token, RELEASED)
                 return None
+            if endpoint == "peek" and not self.tickets.touch(payload.get("ticket"), self.rt.clock_ms()):
+                # the scheduler dropped the ticket and returned its claims to line: another peek may
+                # have them by now, so this one buys nothing (its reserved tokens go back)
+                log.warning("peek %s: its ticket %s is gone (its claims went back in line); no call made",
+                            grant_id, payload.get("ticket"))
+                self.settle(grant_id, endpoint, "ok", None, "peek ticket gone: no call made")
+                self.claims.finish(grant_id, begun.token)
+                return None
             try:
                 # a commit stores stats, title and the offer count, never the price history: history=0
                 # costs the same tokens and spares Keepa, the wire and the decoder the 36 csv series
@@ -114,6 +122,7 @@ class ProductCalls:
             for asin in asins:
                 rt.store.set_aside(asin, endpoint, step.reason, now)
         if endpoint == "peek":
+            self.tickets.close(payload.get("ticket"))
             rt.redis.decr(OUTSTANDING_KEY)
 
     def _product_failures(self, stage: str, failed: dict[str, str], now: int) -> None:
@@ -127,10 +136,13 @@ class ProductCalls:
                 rt.store.set_aside(asin, stage, reason, now)
                 continue
             log.warning("%s %s: malformed answer %d (%s); asking for it alone", stage, asin, count, reason)
-            if stage == "peek":
-                rt.redis.incr(OUTSTANDING_KEY)  # a window slot for the single peek
-            self.ask(f"peek:{asin}x1:m{count}" if stage == "peek" else f"commit:{asin}:m{count}", stage,
-                     {"asins": [asin]})
+            if stage == "peek":  # its own window slot and ticket, opened before the batch's is closed
+                rt.redis.incr(OUTSTANDING_KEY)
+                ticket = f"{asin}x1.m{count}"
+                self.tickets.open(ticket, [asin], now)
+                self.ask(f"peek:{ticket}:0", stage, {"asins": [asin], "ticket": ticket})
+            else:
+                self.ask(f"commit:{asin}:m{count}", stage, {"asins": [asin]})
 
     def _under_claim(self, endpoint: str, grant_id: str, payload: dict, store) -> bool:
         """Get the grant's paid-for answer (:meth:`_paid_answer`), run ``store(asins, answer, failed,
@@ -155,6 +167,7 @@ class ProductCalls:
 
     def peek(self, grant_id: str, payload: dict) -> None:
         if self._under_claim("peek", grant_id, payload, self._store_verdicts):
+            self.tickets.close(payload.get("ticket"))   # after the verdicts: its claims are answered
             self.rt.redis.decr(OUTSTANDING_KEY)
             self.top_up()
 

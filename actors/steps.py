@@ -10,7 +10,6 @@ most twice, then set aside (:mod:`actors.product_calls`, the peek and commit hal
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 
@@ -19,6 +18,7 @@ from dramatiq import Message
 from actors.grant_claims import CALL, GrantClaims
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage, envelope_to, field
+from actors.peek_tickets import PeekTickets, new_ticket
 from actors.product_calls import OUTSTANDING_KEY, ProductCalls
 from actors.scan_frontier import ASKED_KEY, SCAN_KEY, ScanFrontier
 from keepa_api.tokens import merge_envelopes
@@ -33,6 +33,7 @@ from pipeline.watermark import MAX_PAGES
 log = logging.getLogger(__name__)
 
 SELECTION = {"priceTypes": [1], "dateRange": 0, "sortType": 1}   # the feed unfiltered, newest first
+ASK_AGAIN_ACTOR = "keepa_ask_again"   # declared on every worker queue's consumer (actors.app)
 LAST_SCAN_KEY = "keepa-deals:scan:last_ms"
 FEED_DENSITY_KEY = "keepa-deals:scan:feed_per_hour"   # deals an hour the feed lists, from its newest page
 __all__ = ["PEEK_WINDOW", "OUTSTANDING_KEY", "Steps"]
@@ -46,6 +47,7 @@ class Steps(ProductCalls):
         self.frontier = ScanFrontier(rt.redis, ttl_ms=30 * rt.minute_ms)
         self.selection = deal_selection(rt.rule, rt.screen_query)
         self.claims = GrantClaims(rt.redis, rt.broker, rt.clock_ms)
+        self.tickets = PeekTickets(rt.redis)
 
     # -- messages to the governor ---------------------------------------------------------------
     def _to_governor(self, kind: str, body: dict) -> None:
@@ -70,15 +72,29 @@ class Steps(ProductCalls):
 
     def _retry(self, rid: str, attempt: int, cls: str, payload: dict, exc: KeepaError, **kw) -> None:
         """Ask again after :func:`pipeline.driver.retry_delay_ms`: after a 429 when Keepa's refill
-        is due, after anything else 1 s doubling per attempt up to 60 s."""
+        is due, after anything else 1 s doubling per attempt up to 60 s. The wait is a delayed
+        message on the class's own worker queue (Dramatiq's worker holds it until due), whose actor
+        then sends the request to the governor at once (:meth:`ask_again`)."""
         refill_in = exc.envelope.refill_in_ms if isinstance(exc, NotEnoughTokens) and exc.envelope else None
         outcome, failures = _outcome(exc), payload.get("failures", 0)
         delay = driver.retry_delay_ms(outcome, failures, refill_in)
         body = {"id": f"{rid.rsplit(':', 1)[0]}:{attempt + 1}", "cls": cls, "units": kw.get("units", 1),
                 "continues": kw.get("continues", False),
                 "payload": {**payload, "attempt": attempt + 1, "failures": driver.failures_after(outcome, failures)}}
-        self.rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
-                                       args=("request", body), kwargs={}, options={}), delay=delay)
+        self.rt.broker.enqueue(Message(queue_name=cls, actor_name=ASK_AGAIN_ACTOR, args=(body,), kwargs={},
+                                       options={}), delay=delay)
+
+    def ask_again(self, body: dict) -> None:
+        """A delayed request has come due: send it to the governor, unless it is a peek whose ticket
+        was dropped meanwhile (:mod:`actors.peek_tickets`: its claims went back in line)."""
+        where = "ask again"
+        rid, cls = field(body, "id", str, where), field(body, "cls", str, where)
+        payload = field(body, "payload", dict, where)
+        if cls == "peek" and not self.tickets.touch(payload.get("ticket"), self.rt.clock_ms()):
+            log.warning("%s: its peek ticket %s is gone (its claims went back in line); not asked again",
+                        rid, payload.get("ticket"))
+            return
+        self._to_governor("request", body)
 
     # -- the feed scan --------------------------------------------------------------------------
     def start_scan(self, now_ms: int, snapshot: dict | None) -> bool:
@@ -280,11 +296,15 @@ class Steps(ProductCalls):
             if not asins:
                 rt.redis.decr(OUTSTANDING_KEY)
                 return asked
-            self.ask(f"peek:{asins[0]}x{len(asins)}:0", "peek", {"asins": asins}, units=len(asins))
+            ticket = new_ticket(asins)
+            self.tickets.open(ticket, asins, rt.clock_ms())   # before the ask: the scheduler leaves them be
+            self.ask(f"peek:{ticket}:0", "peek", {"asins": asins, "ticket": ticket}, units=len(asins))
             asked += 1
 
     def rejected(self, request_id: str, cls: str, payload: dict, reason: str) -> None:
-        """The governor can never grant this request: split a batch, or set the ASIN aside."""
+        """The governor can never grant this request: split a batch, or set the ASIN aside. A peek's
+        rejection acts only while its ticket is open (a repeat, or one whose claims went back in line,
+        does nothing); each single peek of a split opens its ticket before the batch's is closed."""
         rt = self.rt
         if cls == "upsert":
             scan = payload.get("scan") if isinstance(payload, dict) else None
@@ -294,17 +314,29 @@ class Steps(ProductCalls):
                 rt.redis.delete(SCAN_KEY, ASKED_KEY)
             return
         asins = payload.get("asins") or []
+        ticket = payload.get("ticket")
+        if cls == "peek" and not self.tickets.touch(ticket, rt.clock_ms()):
+            log.warning("%s rejected (%s), but its peek ticket %s is gone: nothing to do", request_id, reason, ticket)
+            return
         singles = driver.after_rejection(asins)
         if singles is not None:
             if cls == "peek":  # the batch's window slot becomes one per single peek
                 rt.redis.incrby(OUTSTANDING_KEY, len(asins) - 1)
             for (asin,) in singles:
-                self.ask(f"{cls}:{asin}x1:0", cls, {"asins": [asin]})
+                if cls == "peek":
+                    single = f"{ticket}/{asin}"
+                    self.tickets.open(single, [asin], rt.clock_ms())
+                    self.ask(f"peek:{single}:0", cls, {"asins": [asin], "ticket": single})
+                else:
+                    self.ask(f"{cls}:{asin}x1:0", cls, {"asins": [asin]})
+            if cls == "peek":
+                self.tickets.close(ticket)
             return
-        if cls == "peek":
-            rt.redis.decr(OUTSTANDING_KEY)
         for asin in asins:
             rt.store.record_verdict(asin, False, reason, rt.clock_ms())
+        if cls == "peek":
+            self.tickets.close(ticket)
+            rt.redis.decr(OUTSTANDING_KEY)
 
 
 def deal_selection(rule, screen_query: bool) -> dict:
@@ -352,7 +384,3 @@ def _merged(read: list, rest: Iterator):
     read.extend(rest)
     envelopes = [r.envelope for r in read]
     return merge_envelopes(envelopes) if all(e is not None for e in envelopes) else None
-
-
-def dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"))
