@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 import dramatiq
 import redis
 
+from actors.asks import ASK_AGAIN_ACTOR
 from actors.broker import make_broker
 from actors.governor_actor import STALE_GRANT_MS, GovernorHost
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
-from actors.steps import ASK_AGAIN_ACTOR, Steps, read_pages
+from actors.scan import read_pages
+from actors.steps import Steps
 from governor.config import GovernorConfig
 from keepa_deals.errors import BadKey, ConfigError
 from keepa_deals.settings import Settings

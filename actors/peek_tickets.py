@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+OUTSTANDING_KEY = "keepa-deals:peek:outstanding"   # the peek window's count (actors.backfill)
 TICKETS_KEY = "keepa-deals:peek:tickets"
 TOUCHED_KEY = "keepa-deals:peek:touched"
 # long enough for any request the governor holds while it lives; a late grant after it is harmless

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.peek_tickets import PeekTickets
-from actors.product_calls import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES, OUTSTANDING_KEY
+from actors.peek_tickets import OUTSTANDING_KEY, PeekTickets
+from actors.product_calls import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES
 from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient

@@ -11,8 +11,9 @@ import json
 import pytest
 
 from actors.grant_claims import ATTEMPTS_KEY, CLAIM_PREFIX, calls_repeated
+from actors.peek_tickets import OUTSTANDING_KEY
 from actors.product_answer import ProductAnswer
-from actors.steps import OUTSTANDING_KEY, Steps
+from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa

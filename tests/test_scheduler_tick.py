@@ -20,7 +20,8 @@ from actors import app
 from actors.broker import make_broker
 from actors.peek_tickets import TICKET_TIMEOUT_MINUTES, PeekTickets
 from actors.processes import CLAIM_TIMEOUT_MINUTES, scheduler_tick
-from actors.steps import Steps, read_pages
+from actors.scan import read_pages
+from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa

@@ -14,17 +14,21 @@ import pytest
 import redis
 from prometheus_client import generate_latest
 
+from actors.asks import ASK_AGAIN_ACTOR
 from actors.grant_claims import CLAIM_PREFIX, calls_repeated
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
-from actors.peek_tickets import PeekTickets, new_ticket
-from actors.steps import ASK_AGAIN_ACTOR, LAST_SCAN_KEY, OUTSTANDING_KEY, PEEK_WINDOW, SCAN_KEY, Steps, read_pages
+from actors.peek_tickets import OUTSTANDING_KEY, PeekTickets, new_ticket
+from actors.scan import LAST_SCAN_KEY, read_pages
+from actors.scan_frontier import SCAN_KEY
+from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
 from keepa_deals.errors import DatabaseUnavailable, TransientError
 from metrics.exporter import build_registry
 from pipeline import batching
+from pipeline.driver import PEEK_WINDOW
 from pipeline.verdict import ViabilityRule
 from pipeline.watermark import MAX_PAGES
 from storage.store import open_store
