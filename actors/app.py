@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 import dramatiq
 import redis
 
+from actors.asks import ASK_AGAIN_ACTOR
 from actors.broker import make_broker
 from actors.governor_actor import STALE_GRANT_MS, GovernorHost
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
-from actors.steps import Steps, read_pages
+from actors.scan import read_pages
+from actors.steps import Steps
 from governor.config import GovernorConfig
 from keepa_deals.errors import BadKey, ConfigError
 from keepa_deals.settings import Settings
@@ -163,6 +165,12 @@ def _declare_actors(broker) -> None:
     @dramatiq.actor(queue_name="upsert", actor_name="keepa_rejected", max_retries=3, **common)
     def keepa_rejected(request_id, cls, payload, reason):
         RUNTIME.steps.rejected(request_id, cls, payload, reason)
+
+    # a failed call's request, asked again after a delay: the delayed message waits on its class's
+    # own queue (Dramatiq's worker holds it until due), then this actor sends it to the governor
+    @dramatiq.actor(queue_name="upsert", actor_name=ASK_AGAIN_ACTOR, max_retries=3, **common)
+    def keepa_ask_again(body):
+        RUNTIME.steps.ask_again(body)
 
 
 def reset_for_tests() -> None:

@@ -17,12 +17,10 @@ import time
 
 import dramatiq
 from dramatiq import Message
-from dramatiq.common import dq_name
 
 from actors.app import setup
 from actors.ledger import Ledger
-from actors.peek_coverage import asins_awaiting_peek, messages_on
-from actors.steps import OUTSTANDING_KEY
+from actors.peek_tickets import OUTSTANDING_KEY, TICKET_TIMEOUT_MINUTES
 from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
 from metrics.stalls import SCHEDULER_TICK_KEY
@@ -94,35 +92,25 @@ def run_governor(settings: Settings) -> int:
     return 0
 
 
-def delayed_peeks(broker) -> int:
-    """Peeks the governor cannot see yet: peek requests asked again with a delay after a failed
-    call (on ``governor.DQ``) and peek grants Dramatiq retries after an exception (``peek.DQ``).
-    Without them, a Keepa outage would let the scheduler claim candidates without bound.
-
-    Reads Dramatiq's Redis layout (``<namespace>:<queue>.msgs`` holds each queued or fetched but
-    unacknowledged message), as :mod:`actors.dispatch` does."""
-    count = broker.client.hlen(f"{broker.namespace}:{dq_name('peek')}.msgs")
-    for _message, kind, body in messages_on(broker, dq_name("governor")):
-        count += kind == "request" and isinstance(body, dict) and body.get("cls") == "peek"
-    return count
-
-
 def scheduler_tick(rt, now_ms: int) -> bool:
-    """One tick; at most once per Keepa minute however many schedulers or restarts there are."""
+    """One tick; at most once per Keepa minute however many schedulers or restarts there are.
+
+    The peek tickets (:mod:`actors.peek_tickets`) are swept first: those untouched for
+    ``TICKET_TIMEOUT_MINUTES`` are dropped, claims older than ``CLAIM_TIMEOUT_MINUTES`` that no open
+    ticket names go back in line (a worker died between claiming and asking), and the peek window
+    is reset to the open tickets (a count a crash may have left wrong)."""
     slot = now_ms // rt.minute_ms
     if not rt.redis.set(f"keepa-deals:scheduler:tick:{slot}", now_ms, nx=True, px=10 * rt.minute_ms):
         return False
     snapshot = Ledger(rt.redis).read_snapshot()
     started = rt.steps.start_scan(now_ms, snapshot)
-    requeued = rt.store.requeue_stale_claims(CLAIM_TIMEOUT_MINUTES * rt.minute_ms, now_ms,
-                                             in_use=asins_awaiting_peek(rt.broker))
+    tickets = rt.steps.tickets.sweep(now_ms, TICKET_TIMEOUT_MINUTES * rt.minute_ms)
+    requeued = rt.store.requeue_stale_claims(CLAIM_TIMEOUT_MINUTES * rt.minute_ms, now_ms, in_use=tickets.asins)
     if requeued:
-        log.warning("requeued %d candidates claimed by workers that never finished", requeued)
-    if snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:
-        outstanding = snapshot["pending"]["peek"] + snapshot["in_flight"]["peek"] + delayed_peeks(rt.broker)
-        rt.redis.set(OUTSTANDING_KEY, outstanding)
-        if not started:
-            rt.steps.ask_again_if_lost(snapshot)
+        log.warning("requeued %d candidates claimed by workers that never asked for their peek", requeued)
+    rt.redis.set(OUTSTANDING_KEY, tickets.open_tickets)
+    if not started and snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:
+        rt.steps.ask_again_if_lost(snapshot)
     rt.steps.top_up()
     # the governor schedules its own wakes; this nudge only covers a wake lost with a killed process
     rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),

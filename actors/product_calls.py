@@ -7,16 +7,19 @@ alone at most twice (``MAX_PRODUCT_FAILURES``), then set aside until an operator
 (``keepa-deals replay-set-aside``). A call that keeps failing (5xx, timeouts) is asked for again at
 most ``MAX_CALL_ATTEMPTS`` times in a row, then its ASINs are set aside too.
 
-:class:`ProductCalls` is mixed into :class:`actors.steps.Steps`, whose ``ask``, ``settle``,
-``_retry``, ``_failed`` and ``top_up`` it uses.
+:class:`ProductCalls` is the base of :class:`actors.backfill.Backfill`; it uses the ``ask``,
+``settle``, ``_retry`` and ``_failed`` of :class:`actors.asks.Asks`, and the ``tickets`` and
+``claims`` of :class:`actors.steps.Steps`.
 """
 
 from __future__ import annotations
 
 import logging
 
+from actors.asks import Asks
 from actors.grant_claims import RELEASED, SKIP, STORE
 from actors.messages import MalformedMessage, field
+from actors.peek_tickets import OUTSTANDING_KEY
 from actors.product_answer import ProductAnswer
 from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, RequestRejected, TransientError
 from pipeline import driver
@@ -24,19 +27,10 @@ from pipeline.driver import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES
 
 log = logging.getLogger(__name__)
 
-OUTSTANDING_KEY = "keepa-deals:peek:outstanding"
-__all__ = ["MAX_CALL_ATTEMPTS", "MAX_PRODUCT_FAILURES", "OUTSTANDING_KEY", "ProductCalls"]
+__all__ = ["MAX_CALL_ATTEMPTS", "MAX_PRODUCT_FAILURES", "ProductCalls"]
 
 
-class ProductCalls:
-    def ask_commits(self, chunks: list[list[str]]) -> None:
-        """Ask to commit viable ASINs, one call per chunk (:func:`pipeline.driver.peek_outcome`); the
-        ids follow from the ASINs, so a redelivered peek asks for the same commits again (the
-        governor drops repeats)."""
-        for chunk in chunks:
-            rid = f"commit:{chunk[0]}x{len(chunk)}:0" if len(chunk) > 1 else f"commit:{chunk[0]}:0"
-            self.ask(rid, "commit", {"asins": chunk}, units=len(chunk))
-
+class ProductCalls(Asks):
     def _asins(self, payload: dict, where: str) -> list[str]:
         asins = field(payload, "asins", list, where)
         if not asins or not all(isinstance(a, str) and len(a) == 10 for a in asins):
@@ -64,6 +58,14 @@ class ProductCalls:
                 # an unknown outcome is a failed call: asked again under a new id, within the same limit
                 self._next_step(endpoint, grant_id, payload, asins, TransientError("outcome unknown"), "timeout")
                 self.claims.finish(grant_id, begun.token, RELEASED)
+                return None
+            if endpoint == "peek" and not self.tickets.touch(payload.get("ticket"), self.rt.clock_ms()):
+                # the scheduler dropped the ticket and returned its claims to line: another peek may
+                # have them by now, so this one buys nothing (its reserved tokens go back)
+                log.warning("peek %s: its ticket %s is gone (its claims went back in line); no call made",
+                            grant_id, payload.get("ticket"))
+                self.settle(grant_id, endpoint, "ok", None, "peek ticket gone: no call made")
+                self.claims.finish(grant_id, begun.token)
                 return None
             try:
                 # a commit stores stats, title and the offer count, never the price history: history=0
@@ -114,6 +116,7 @@ class ProductCalls:
             for asin in asins:
                 rt.store.set_aside(asin, endpoint, step.reason, now)
         if endpoint == "peek":
+            self.tickets.close(payload.get("ticket"))
             rt.redis.decr(OUTSTANDING_KEY)
 
     def _product_failures(self, stage: str, failed: dict[str, str], now: int) -> None:
@@ -127,10 +130,13 @@ class ProductCalls:
                 rt.store.set_aside(asin, stage, reason, now)
                 continue
             log.warning("%s %s: malformed answer %d (%s); asking for it alone", stage, asin, count, reason)
-            if stage == "peek":
-                rt.redis.incr(OUTSTANDING_KEY)  # a window slot for the single peek
-            self.ask(f"peek:{asin}x1:m{count}" if stage == "peek" else f"commit:{asin}:m{count}", stage,
-                     {"asins": [asin]})
+            if stage == "peek":  # its own window slot and ticket, opened before the batch's is closed
+                rt.redis.incr(OUTSTANDING_KEY)
+                ticket = f"{asin}x1.m{count}"
+                self.tickets.open(ticket, [asin], now)
+                self.ask(f"peek:{ticket}:0", stage, {"asins": [asin], "ticket": ticket})
+            else:
+                self.ask(f"commit:{asin}:m{count}", stage, {"asins": [asin]})
 
     def _under_claim(self, endpoint: str, grant_id: str, payload: dict, store) -> bool:
         """Get the grant's paid-for answer (:meth:`_paid_answer`), run ``store(asins, answer, failed,
@@ -152,34 +158,6 @@ class ProductCalls:
             raise
         self.claims.finish(grant_id, token)
         return True
-
-    def peek(self, grant_id: str, payload: dict) -> None:
-        if self._under_claim("peek", grant_id, payload, self._store_verdicts):
-            self.rt.redis.decr(OUTSTANDING_KEY)
-            self.top_up()
-
-    def _store_verdicts(self, asins: list[str], answer: ProductAnswer, failed: dict[str, str], now: int) -> None:
-        stats = {p.asin: p.stats for p in answer.products}
-        outcome = driver.peek_outcome([a for a in asins if a not in failed], stats,
-                                      commit_batch=self.rt.commit_batch(), rule=self.rt.rule)
-        self.rt.store.record_verdicts(outcome.verdicts, now)
-        self.ask_commits(outcome.commits)
-
-    def commit(self, grant_id: str, payload: dict) -> None:
-        self._under_claim("commit", grant_id, payload, self._store_deals)
-
-    def _store_deals(self, asins: list[str], answer: ProductAnswer, failed: dict[str, str], now: int) -> None:
-        store = self.rt.store
-        answered = {product.asin for product in answer.products}
-        for asin in asins:  # nothing Keepa left out stays "viable" for ever: set it aside, saying why
-            if asin not in answered and asin not in failed:
-                store.record_verdict(asin, False, "Keepa's commit answer had no product for it", now)
-        products = [(p.asin, p.title, p.stats, p.offers) for p in answer.products]
-        outcome = driver.commit_outcome(products, store.deal_times(answered), now)
-        for asin, reason in outcome.refused:
-            store.record_verdict(asin, False, reason, now)
-        for record in outcome.records:
-            store.store_deal(record)
 
 
 def _failed_products(asins: list[str], answer: ProductAnswer) -> dict[str, str]:

@@ -36,7 +36,7 @@ class _Collected:
         self.sent.append(message)
 
     def take_requests(self) -> list[dict]:
-        out = [body for kind, body in (m.args for m in self.sent) if kind == "request"]
+        out = [m.args[1] for m in self.sent if m.actor_name == "keepa_governor" and m.args[0] == "request"]
         self.sent.clear()
         return out
 
@@ -71,7 +71,7 @@ class _Runtime:
         return PAGES_A_GRANT
 
     def read_pages(self, selection, pages):
-        from actors.steps import read_pages
+        from actors.scan import read_pages
 
         return read_pages(self.client, selection, pages, self.pool)
 
@@ -82,7 +82,8 @@ class _Runtime:
 
 
 def _run(database_url: str, redis_url: str, keepa_url: str, screen: bool) -> dict:
-    from actors.steps import OUTSTANDING_KEY, Steps
+    from actors.peek_tickets import OUTSTANDING_KEY
+    from actors.steps import Steps
 
     rt = _Runtime(redis_url, database_url, keepa_url, screen)
     steps = Steps(rt)

@@ -11,7 +11,7 @@ CLASSES = (UPSERT, COMMIT, PEEK)  # priority order, highest first
 @dataclass(frozen=True, slots=True)
 class Request:
     """A wish to make one Keepa call. ``units`` is pages (upsert) or ASINs (peek, commit); an
-    upsert of several pages is that many calls made at once (see ``actors.steps.Steps.upsert``).
+    upsert of several pages is that many calls made at once (see ``actors.scan.FeedScan.upsert``).
 
     ``cost`` overrides the governor's learned estimate (used by comparison policies whose
     tasks reserve whole batches); the governor itself grants by what it learned. ``continues``

@@ -1,7 +1,7 @@
 """How many ASINs go into one ``/product`` call, and when a part-filled peek is worth sending.
 
-One rule set for the actors (:mod:`actors.steps`) and the simulator (:mod:`simulator.run`), so the
-two stay the same model. ``rate`` is Keepa's refill in tokens a minute.
+One rule set for the actors (:mod:`actors.scan`, :mod:`actors.backfill`) and the simulator
+(:mod:`simulator.run`), so the two stay the same model. ``rate`` is Keepa's refill in tokens a minute.
 
 - A peek costs about 1 token an ASIN: one ASIN a call per 100 tokens a minute (1 on every plan below
   200/min, where the old system's failures live), at most Keepa's 100 a call.

@@ -31,7 +31,7 @@ def scan_due(*, now_ms: int, last_scan_ms: int | None, refill_per_minute: float,
              budget_fraction: float = 0.02, balance: float | None = None, cap: float | None = None,
              work_pending: bool = True) -> bool:
     """Whether to start a scan of the feed now: asked by the scheduler once a minute and, on plans
-    of several pages a grant, when a scan ends (see ``actors.steps.Steps._follow_on``)."""
+    of several pages a grant, when a scan ends (see ``actors.scan.FeedScan._follow_on``)."""
     if last_scan_ms is None:
         return True
     interval = upsert_interval_ms(refill_per_minute=refill_per_minute, page_cost=page_cost,

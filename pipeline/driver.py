@@ -1,5 +1,5 @@
-"""The pipeline's decisions, one pure module for both shells: the actors (:mod:`actors.steps`,
-:mod:`actors.product_calls`) and the simulator (:mod:`simulator.run`).
+"""The pipeline's decisions, one pure module for both shells: the actors (:mod:`actors.scan`,
+:mod:`actors.backfill`, :mod:`actors.product_calls`) and the simulator (:mod:`simulator.run`).
 
 Each shell moves data (Dramatiq messages and a database, or an event heap and a memory store) and
 asks this module what to do with it, so the simulator cannot drift from the stack:

@@ -320,7 +320,7 @@ class Simulation:
 
     def _call(self, work: Work) -> None:
         keepa, now = self.keepa, self.now
-        if work.kind == UPSERT:  # the pages of one grant are read at once (see actors.steps.upsert)
+        if work.kind == UPSERT:  # the pages of one grant are read at once (see actors.scan.FeedScan.upsert)
             filtered = self.cfg.query_filter
             response = [keepa.deal_page(work.key + i, now, filtered) for i in range(work.pages)]
             self.stats.on_balance(keepa.bucket.balance)

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.product_calls import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES, OUTSTANDING_KEY
+from actors.peek_tickets import OUTSTANDING_KEY, PeekTickets
+from actors.product_calls import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES
 from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
@@ -19,7 +20,7 @@ from keepa_api.server import FakeKeepa
 from keepa_deals import set_aside, status
 from keepa_deals.errors import ConfigError, MalformedResponse
 from tests import test_steps
-from tests.test_steps import NOW, Runtime
+from tests.test_steps import NOW, Runtime, asked_peek
 
 redis_db, store = test_steps.redis_db, test_steps.store  # the same fixtures: a Redis database, a SQLite store
 
@@ -70,11 +71,13 @@ def test_a_malformed_product_spoils_only_itself_and_is_asked_for_alone(redis_db,
     claimed = store.take_candidates(5, NOW)
     rt = Runtime(redis_db, store, client, rate=1_000)
     redis_db.set(OUTSTANDING_KEY, 1)
-    Steps(rt).peek("peek:g:0", {"asins": claimed})
+    Steps(rt).peek("peek:g:0", asked_peek(redis_db, claimed))
     assert store.deals_by_state() == {"new": 0, "peeking": 1, "viable": 4, "rejected": 0, "committed": 0,
                                       "screened": 0}
     (alone,) = rt.broker.requests("peek")
-    assert alone["id"] == f"peek:{bad}x1:m1" and alone["payload"] == {"asins": [bad]}
+    ticket = f"{bad}x1.m1"  # the single peek's own ticket, opened before the batch's was closed
+    assert alone["id"] == f"peek:{ticket}:0" and alone["payload"] == {"asins": [bad], "ticket": ticket}
+    assert PeekTickets(redis_db).sweep(NOW, 60_000).asins == {bad}
     assert int(redis_db.get(OUTSTANDING_KEY)) == 1  # the batch's slot given back, one taken by the single peek
     (settle,) = rt.broker.settles()
     assert settle["outcome"] == "ok" and settle["envelope"]["tokensConsumed"] == 5
@@ -87,7 +90,7 @@ def test_a_product_malformed_three_times_is_set_aside_after_two_calls_alone(redi
         store.upsert_deal(asin, NOW, NOW)
     rt = Runtime(redis_db, store, client, rate=1_000)
     steps = Steps(rt)
-    request = {"id": "peek:g:0", "payload": {"asins": store.take_candidates(3, NOW)}}
+    request = {"id": "peek:g:0", "payload": asked_peek(redis_db, store.take_candidates(3, NOW))}
     for _ in range(MAX_PRODUCT_FAILURES + 5):  # the governor grants each ask; a worker runs it
         rt.broker.sent.clear()
         steps.peek(request["id"], request["payload"])
@@ -155,7 +158,7 @@ def test_a_failing_call_is_asked_for_again_a_bounded_number_of_times_then_set_as
             raise TransientError("Keepa /product: HTTP 503", status=503)
 
     rt = Runtime(redis_db, store, Down(), rate=1_000)
-    request = {"id": "peek:g:0", "payload": {"asins": store.take_candidates(1, NOW)}}
+    request = {"id": "peek:g:0", "payload": asked_peek(redis_db, store.take_candidates(1, NOW))}
     calls = 0
     for _ in range(MAX_CALL_ATTEMPTS + 5):
         rt.broker.sent.clear()

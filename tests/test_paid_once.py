@@ -11,8 +11,9 @@ import json
 import pytest
 
 from actors.grant_claims import ATTEMPTS_KEY, CLAIM_PREFIX, calls_repeated
+from actors.peek_tickets import OUTSTANDING_KEY
 from actors.product_answer import ProductAnswer
-from actors.steps import OUTSTANDING_KEY, Steps
+from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
@@ -20,7 +21,7 @@ from keepa_deals.errors import DatabaseUnavailable
 from pipeline import driver
 from pipeline.driver import MAX_CALL_ATTEMPTS
 from tests import test_steps
-from tests.test_steps import NOW, Runtime, orphan_claim
+from tests.test_steps import NOW, Runtime, asked_peek, orphan_claim
 
 redis_db, store = test_steps.redis_db, test_steps.store  # the same fixtures: a Redis database, a SQLite store
 
@@ -75,13 +76,14 @@ def claim_state(redis_client, grant_id):
 def test_a_peek_whose_database_write_failed_is_stored_on_retry_without_calling_keepa_again(redis_db, store, keepa):
     catalogue, client = keepa
     asins = candidates(store, catalogue, 3)
+    payload = asked_peek(redis_db, asins)
     rt = Runtime(redis_db, failing_once(store, "record_verdicts"), client, rate=1_000)
     steps = Steps(rt)
     redis_db.set(OUTSTANDING_KEY, 1)
     with pytest.raises(DatabaseUnavailable):
-        steps.peek("peek:g:0", {"asins": asins})
+        steps.peek("peek:g:0", payload)
     assert rt.broker.settles() == [] and claim_state(redis_db, "peek:g:0") == "answered"
-    steps.peek("peek:g:0", {"asins": asins})  # Dramatiq retries the message in the same process
+    steps.peek("peek:g:0", payload)  # Dramatiq retries the message in the same process
     assert client.calls == [("peek", tuple(asins))]
     assert store.deals_by_state()["viable"] == 3
     (settle,) = rt.broker.settles()
@@ -104,27 +106,29 @@ def test_a_commit_whose_database_write_failed_is_stored_on_retry_without_calling
 def test_a_copy_of_a_grant_that_a_live_worker_is_running_makes_no_call(redis_db, store, keepa):
     catalogue, client = keepa
     asins = candidates(store, catalogue, 1)
+    payload = asked_peek(redis_db, asins)
     redis_db.set(CLAIM_PREFIX + "peek:g:0", json.dumps({"state": "calling", "owner": "live/1", "since_ms": NOW}))
     redis_db.zadd(ATTEMPTS_KEY, {"live/1": NOW - 1_000})  # the attempt beat a second ago
     rt = Runtime(redis_db, store, client, rate=1_000)
-    Steps(rt).peek("peek:g:0", {"asins": asins})
+    Steps(rt).peek("peek:g:0", payload)
     assert client.calls == [] and rt.broker.sent == [] and claim_state(redis_db, "peek:g:0") == "calling"
 
 
 def test_a_grant_whose_worker_died_mid_call_is_released_and_asked_for_again_never_repeated(redis_db, store, keepa):
     catalogue, client = keepa
     asins = candidates(store, catalogue, 2)
+    payload = asked_peek(redis_db, asins)
     orphan_claim(redis_db, "peek:g:0")
     redis_db.zadd(ATTEMPTS_KEY, {"dead-process/attempt": NOW - 60_000})  # silent for a minute
     rt = Runtime(redis_db, store, client, rate=1_000)
-    Steps(rt).peek("peek:g:0", {"asins": asins})
+    Steps(rt).peek("peek:g:0", payload)
     assert client.calls == []
     (settle,) = rt.broker.settles()
     assert settle["envelope"] is None and settle["grant_id"] == "peek:g:0"  # released: may have been charged
     (again,) = rt.broker.requests("peek")
     assert again["id"] == "peek:g:1" and again["payload"]["asins"] == asins  # a new grant, not this one
     assert claim_state(redis_db, "peek:g:0") == "released"
-    Steps(rt).peek("peek:g:0", {"asins": asins})  # yet another copy: nothing at all
+    Steps(rt).peek("peek:g:0", payload)  # yet another copy: nothing at all
     assert client.calls == [] and len(rt.broker.sent) == 2
 
 
@@ -143,11 +147,12 @@ def test_an_answer_paid_for_by_a_worker_that_died_is_stored_without_a_call(redis
 def test_a_settled_grant_delivered_again_does_nothing(redis_db, store, keepa):
     catalogue, client = keepa
     asins = candidates(store, catalogue, 1)
+    payload = asked_peek(redis_db, asins)
     rt = Runtime(redis_db, store, client, rate=1_000)
     redis_db.set(OUTSTANDING_KEY, 1)
-    Steps(rt).peek("peek:g:0", {"asins": asins})
+    Steps(rt).peek("peek:g:0", payload)
     rt.broker.sent.clear()
-    Steps(rt).peek("peek:g:0", {"asins": asins})
+    Steps(rt).peek("peek:g:0", payload)
     assert len(client.calls) == 1 and rt.broker.sent == [] and int(redis_db.get(OUTSTANDING_KEY)) == 0
 
 
@@ -157,7 +162,7 @@ def test_a_grant_released_again_and_again_is_set_aside_at_the_call_limit_not_ask
     asins = candidates(store, catalogue, 2)
     rt = Runtime(redis_db, store, client, rate=1_000)
     redis_db.set(OUTSTANDING_KEY, 1)
-    grant, payload = "peek:g:0", {"asins": asins}
+    grant, payload = "peek:g:0", asked_peek(redis_db, asins)
     for released in range(1, MAX_CALL_ATTEMPTS + 1):  # each grant's worker dies mid-call; a copy releases it
         orphan_claim(redis_db, grant)
         redis_db.zadd(ATTEMPTS_KEY, {"dead-process/attempt": NOW - 60_000})

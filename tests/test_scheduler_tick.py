@@ -1,23 +1,32 @@
-"""The scheduler's tick, the production path: claims left by a crash come back and are peeked.
+"""The scheduler's tick, the production path: claims left by a crash come back and are peeked; claims
+whose peek is still on its way (its ticket open, :mod:`actors.peek_tickets`) stay; a ticket left
+untouched too long is dropped, and the late grant for it makes no Keepa call.
 
-Real redis-server (a database of its own), the real Dramatiq broker and SQLite; the embedded Keepa
-server stands in for Keepa. Time is injected: the tick gets ``now_ms``, the claims are made earlier.
+Real redis-server (a database of its own), the real Dramatiq broker (read through its public
+consumer) and SQLite; the embedded Keepa server stands in for Keepa, behind a call counter. Time is
+injected: the runtime's clock and the tick's ``now_ms`` are set by each test.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import threading
+import time
 
+import dramatiq
 import pytest
-from dramatiq import Message
 
+from actors import app
 from actors.broker import make_broker
-from actors.ledger import PREFIX, Ledger
+from actors.peek_tickets import TICKET_TIMEOUT_MINUTES, PeekTickets
 from actors.processes import CLAIM_TIMEOUT_MINUTES, scheduler_tick
-from actors.steps import Steps, read_pages
+from actors.scan import read_pages
+from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
+from keepa_api.tokens import Envelope
+from keepa_deals.errors import NotEnoughTokens
 from pipeline import batching
 from pipeline.verdict import ViabilityRule
 from storage.store import open_store
@@ -26,17 +35,35 @@ NOW = 1_700_000_000_000
 MINUTE_MS = 60_000
 
 
+class CountingClient:
+    """The Keepa client, counting the /product calls made (each a list of ASINs)."""
+
+    def __init__(self, client):
+        self.client, self.peeks = client, []
+
+    def peek(self, asins, **options):
+        self.peeks.append(list(asins))
+        return self.client.peek(asins, **options)
+
+    def commit(self, asins, **options):
+        return self.client.commit(asins, **options)
+
+    def deals(self, selection, page):
+        return self.client.deals(selection, page)
+
+
 class Runtime:
-    """What the tick and the steps use of :class:`actors.app.Runtime`, with a fixed clock."""
+    """What the tick and the steps use of :class:`actors.app.Runtime`, with a clock the test sets."""
 
     def __init__(self, broker, store, client):
         self.broker, self.redis, self.store, self.client = broker, broker.client, store, client
         self.rule, self.minute_ms = ViabilityRule(), MINUTE_MS
         self.screen_query, self.screen_deals = True, True
+        self.now = NOW
         self.steps = Steps(self)
 
     def clock_ms(self):
-        return NOW
+        return self.now
 
     def peek_batch(self):  # the 20/min plan: one ASIN a peek
         return batching.peek_batch(20)
@@ -59,7 +86,7 @@ def runtime(redis_server, tmp_path):
     client = KeepaClient("test-key", base_url=keepa.start(), timeout_s=5)
     store = open_store(f"sqlite:///{tmp_path}/deals.db")
     try:
-        yield Runtime(broker, store, client), keepa.service.catalogue
+        yield Runtime(broker, store, CountingClient(client)), keepa.service.catalogue
     finally:
         store.close()
         client.close()
@@ -68,14 +95,25 @@ def runtime(redis_server, tmp_path):
         broker.close()
 
 
-def peek_requests(broker) -> list[dict]:
-    """The peek requests waiting on the governor's queue."""
+def governor_messages(broker, kind: str = "request") -> list[dict]:
+    """The ``kind`` messages waiting on the governor's queue, taken off it (Dramatiq's public consumer)."""
+    consumer = broker.consume("governor", prefetch=1_000, timeout=50)
     bodies = []
-    for raw in broker.client.hvals(f"{broker.namespace}:governor.msgs"):
-        kind, body = Message.decode(raw).args[:2]
-        if kind == "request" and body["cls"] == "peek":
-            bodies.append(body)
+    try:
+        for _ in range(10_000):
+            proxy = next(consumer)
+            if proxy is None:
+                break
+            consumer.ack(proxy)
+            if proxy.args[0] == kind:
+                bodies.append(proxy.args[1])
+    finally:
+        consumer.close()
     return bodies
+
+
+def peek_requests(broker) -> list[dict]:
+    return [body for body in governor_messages(broker) if body["cls"] == "peek"]
 
 
 def state_of(store, asins) -> dict[str, str]:
@@ -84,21 +122,22 @@ def state_of(store, asins) -> dict[str, str]:
     return dict(rows.fetchall())
 
 
+def new_deals(rt, catalogue, n) -> list[str]:
+    asins = [catalogue.asin(i) for i in range(n)]
+    for asin in asins:
+        rt.store.upsert_deal(asin, NOW - 90 * MINUTE_MS, NOW - 90 * MINUTE_MS)
+    return asins
+
+
 def test_a_candidate_left_peeking_by_a_crash_comes_back_at_the_tick_and_is_peeked(runtime):
     rt, catalogue = runtime
-    asins = [catalogue.asin(i) for i in range(4)]
-    for asin in asins:
-        rt.store.upsert_deal(asin, NOW - 20 * MINUTE_MS, NOW - 20 * MINUTE_MS)
-    claimed_at = NOW - (CLAIM_TIMEOUT_MINUTES + 1) * MINUTE_MS
+    new_deals(rt, catalogue, 4)
+    rt.now = claimed_at = NOW - (CLAIM_TIMEOUT_MINUTES + 1) * MINUTE_MS
     crashed = rt.store.take_candidates(3, claimed_at)   # a worker claimed these, then died before asking
-    (waiting,) = rt.store.take_candidates(1, claimed_at)  # this one's peek waits at the governor
-    rt.redis.hset(PREFIX + "pending", f"peek:{waiting}x1:0", json.dumps(
-        {"id": f"peek:{waiting}x1:0", "cls": "peek", "units": 1, "created_ms": claimed_at, "seq": 1,
-         "payload": {"asins": [waiting]}}))
-    Ledger(rt.redis).write_snapshot({"updated_ms": NOW, "refill_rate": 20, "balance": 100, "cap": 600_000,
-                                     "pending": {"upsert": 0, "commit": 0, "peek": 1},
-                                     "in_flight": {"upsert": 0, "commit": 0, "peek": 0}})
+    assert rt.steps.top_up() == 1                        # this one's peek was asked for: it waits at the governor
+    ((waiting,),) = [r["payload"]["asins"] for r in peek_requests(rt.broker)]
 
+    rt.now = NOW
     assert scheduler_tick(rt, NOW)
 
     asked = peek_requests(rt.broker)
@@ -112,8 +151,95 @@ def test_a_candidate_left_peeking_by_a_crash_comes_back_at_the_tick_and_is_peeke
 
 def test_a_claim_younger_than_the_timeout_stays_with_its_worker(runtime):
     rt, catalogue = runtime
-    asin = catalogue.asin(0)
-    rt.store.upsert_deal(asin, NOW - MINUTE_MS, NOW - MINUTE_MS)
+    (asin,) = new_deals(rt, catalogue, 1)
     rt.store.take_candidates(1, NOW - (CLAIM_TIMEOUT_MINUTES - 1) * MINUTE_MS)
     assert scheduler_tick(rt, NOW)
     assert peek_requests(rt.broker) == [] and state_of(rt.store, [asin]) == {asin: "peeking"}
+
+
+def test_a_claim_whose_request_still_waits_for_the_governor_is_not_returned(runtime):
+    """The governor is down: the request sits on its queue far past the claim timeout. Its ticket,
+    opened before the ask, keeps the claim with it; nothing is claimed or asked twice."""
+    rt, catalogue = runtime
+    asins = new_deals(rt, catalogue, 3)
+    rt.now = asked_at = NOW - (TICKET_TIMEOUT_MINUTES - 1) * MINUTE_MS
+    assert rt.steps.top_up() == 3
+    first = peek_requests(rt.broker)
+    assert sorted(a for r in first for a in r["payload"]["asins"]) == sorted(asins)
+
+    rt.now = NOW
+    assert NOW - asked_at > CLAIM_TIMEOUT_MINUTES * MINUTE_MS
+    assert scheduler_tick(rt, NOW)
+    assert peek_requests(rt.broker) == []                              # nothing asked twice
+    assert set(state_of(rt.store, asins).values()) == {"peeking"}       # every claim still its request's
+    assert PeekTickets(rt.redis).sweep(NOW, TICKET_TIMEOUT_MINUTES * MINUTE_MS).open_tickets == 3
+    assert int(rt.redis.get("keepa-deals:peek:outstanding")) == 3       # the window counts them
+
+
+def test_a_late_grant_for_a_claim_returned_to_line_makes_no_keepa_call(runtime, caplog):
+    """The governor stays down past the ticket's timeout: the ticket is dropped (saying so), the claim
+    goes back in line and is asked for afresh. When the old request's grant finally runs, it finds its
+    ticket gone and calls nothing; the new one peeks, once."""
+    rt, catalogue = runtime
+    (asin,) = new_deals(rt, catalogue, 1)
+    rt.now = NOW - (TICKET_TIMEOUT_MINUTES + 1) * MINUTE_MS
+    assert rt.steps.top_up() == 1
+    (old,) = peek_requests(rt.broker)
+
+    rt.now = NOW
+    with caplog.at_level(logging.WARNING, logger="actors.peek_tickets"):
+        assert scheduler_tick(rt, NOW)
+    assert f"peek ticket {old['payload']['ticket']} for [\"{asin}\"] dropped" in caplog.text
+    (new,) = peek_requests(rt.broker)                       # returned to line, claimed again, asked again
+    assert new["payload"]["asins"] == [asin] and new["payload"]["ticket"] != old["payload"]["ticket"]
+
+    rt.steps.peek(old["id"], old["payload"])                 # the late grant of the old request
+    assert rt.client.peeks == [] and state_of(rt.store, [asin]) == {asin: "peeking"}
+    (released,) = governor_messages(rt.broker, "settle")
+    assert released["grant_id"] == old["id"] and released["envelope"] is None  # its tokens go back
+
+    rt.steps.peek(new["id"], new["payload"])
+    assert rt.client.peeks == [[asin]] and state_of(rt.store, [asin])[asin] in ("viable", "rejected")
+
+
+def test_a_delayed_re_ask_reaches_the_governor_through_the_worker_queue_actor(runtime):
+    """A peek answered 429 is asked again after Keepa's refill: the delayed message waits on the peek
+    queue (a real Dramatiq worker consumes it), and its actor sends the request to the governor
+    undelayed. Nothing delayed is ever sent to the governor's queue."""
+    rt, catalogue = runtime
+    new_deals(rt, catalogue, 1)
+    sent = []
+    enqueue = rt.broker.enqueue
+
+    def recording(message, *, delay=None):
+        sent.append((message.queue_name, message.actor_name, delay))
+        return enqueue(message, delay=delay)
+
+    rt.broker.enqueue = recording
+    assert rt.steps.top_up() == 1
+    (request,) = peek_requests(rt.broker)
+
+    class Busy:
+        def peek(self, asins, **options):
+            envelope = Envelope(timestamp_ms=NOW, tokens_left=-1, refill_in_ms=0, refill_rate=20)
+            raise NotEnoughTokens("Keepa /product: HTTP 429", retry_after_ms=100, envelope=envelope)
+
+    rt.client = Busy()
+    app.RUNTIME = rt
+    app._declare_actors(rt.broker)
+    worker = dramatiq.Worker(rt.broker, queues={"peek"}, worker_threads=1, worker_timeout=20)
+    try:
+        rt.steps.peek(request["id"], request["payload"])   # the grant: 429, asked again after the refill
+        assert ("peek", "keepa_ask_again", 100) in sent
+        worker.start()
+        again = []
+        deadline = time.monotonic() + 10
+        while not again and time.monotonic() < deadline:
+            again = peek_requests(rt.broker)
+            threading.Event().wait(0.05)
+    finally:
+        worker.stop()
+        app.reset_for_tests()
+    assert [r["id"] for r in again] == [request["id"].rsplit(":", 1)[0] + ":1"]
+    assert again[0]["payload"]["ticket"] == request["payload"]["ticket"]
+    assert all(delay is None for queue, _, delay in sent if queue == "governor")

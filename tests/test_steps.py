@@ -14,16 +14,21 @@ import pytest
 import redis
 from prometheus_client import generate_latest
 
+from actors.asks import ASK_AGAIN_ACTOR
 from actors.grant_claims import CLAIM_PREFIX, calls_repeated
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
-from actors.steps import LAST_SCAN_KEY, OUTSTANDING_KEY, PEEK_WINDOW, SCAN_KEY, Steps, read_pages
+from actors.peek_tickets import OUTSTANDING_KEY, PeekTickets, new_ticket
+from actors.scan import LAST_SCAN_KEY, read_pages
+from actors.scan_frontier import SCAN_KEY
+from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
 from keepa_deals.errors import DatabaseUnavailable, TransientError
 from metrics.exporter import build_registry
 from pipeline import batching
+from pipeline.driver import PEEK_WINDOW
 from pipeline.verdict import ViabilityRule
 from pipeline.watermark import MAX_PAGES
 from storage.store import open_store
@@ -35,16 +40,34 @@ class SentMessages:
     """The broker, as far as the steps use it: what was sent, in order."""
 
     def __init__(self):
-        self.sent = []
+        self.sent, self.delays = [], []
 
     def enqueue(self, message, delay=None):
         self.sent.append(message)
+        self.delays.append(delay)
 
     def requests(self, cls):
-        return [body for kind, body in (m.args for m in self.sent) if kind == "request" and body["cls"] == cls]
+        """The requests of ``cls`` sent to the governor, and those asked again after a delay through
+        the worker queue's ``keepa_ask_again`` actor, in the order sent."""
+        return [body for body in map(_request_body, self.sent) if body is not None and body["cls"] == cls]
 
     def settles(self):
-        return [body for kind, body in (m.args for m in self.sent) if kind == "settle"]
+        return [m.args[1] for m in self.sent if m.actor_name == "keepa_governor" and m.args[0] == "settle"]
+
+
+def _request_body(message):
+    if message.actor_name == ASK_AGAIN_ACTOR:
+        return message.args[0]
+    if message.actor_name == "keepa_governor" and message.args[0] == "request":
+        return message.args[1]
+    return None
+
+
+def asked_peek(redis_client, asins, ticket=None) -> dict:
+    """A peek request's payload as :meth:`Steps.top_up` asks for it: its ticket opened first."""
+    ticket = ticket or new_ticket(asins)
+    PeekTickets(redis_client).open(ticket, asins, NOW)
+    return {"asins": asins, "ticket": ticket}
 
 
 class Runtime:
@@ -439,7 +462,7 @@ class TestPeekAndCommit:
         steps = Steps(rt)
         claimed = store.take_candidates(100, NOW)
         redis_db.set(OUTSTANDING_KEY, 1)
-        steps.peek("peek:g1:0", {"asins": claimed})
+        steps.peek("peek:g1:0", asked_peek(redis_db, claimed))
         commits = rt.broker.requests("commit")
         viable = [a for a in claimed if catalogue.is_viable(a)]  # seed 3: every verdict agrees
         assert [c["payload"]["asins"] for c in commits] == batching.split(viable, 5)
@@ -478,18 +501,40 @@ class TestPeekAndCommit:
     def test_a_split_peek_batch_keeps_one_window_slot_per_single_peek(self, redis_db, store):
         rt = Runtime(redis_db, store)
         redis_db.set(OUTSTANDING_KEY, 1)
-        Steps(rt).rejected("peek:B000000001x3:0", "peek", {"asins": ["B000000001", "B000000002", "B000000003"]},
-                           "too big")
-        assert len(rt.broker.requests("peek")) == 3 and int(redis_db.get(OUTSTANDING_KEY)) == 3
+        batch = ["B000000001", "B000000002", "B000000003"]
+        payload = asked_peek(redis_db, batch)
+        Steps(rt).rejected(f"peek:{payload['ticket']}:0", "peek", payload, "too big")
+        singles = rt.broker.requests("peek")
+        assert [r["payload"]["asins"] for r in singles] == [[a] for a in batch]
+        assert int(redis_db.get(OUTSTANDING_KEY)) == 3
+        sweep = PeekTickets(redis_db).sweep(NOW, 60_000)  # each single's ticket open, the batch's closed
+        assert sweep.asins == set(batch) and sweep.open_tickets == 3 and sweep.dropped == ()
+        rt.broker.sent.clear()
+        Steps(rt).rejected(f"peek:{payload['ticket']}:0", "peek", payload, "too big")  # delivered again
+        assert rt.broker.sent == [] and int(redis_db.get(OUTSTANDING_KEY)) == 3
 
     def test_a_single_asin_that_can_never_be_granted_is_set_aside_with_the_reason(self, redis_db, store):
         rt = Runtime(redis_db, store)
         (asin,) = add_candidates(store, 1)
         store.take_candidates(1, NOW)
         redis_db.set(OUTSTANDING_KEY, 1)
-        Steps(rt).rejected(f"peek:{asin}x1:0", "peek", {"asins": [asin]}, "more than the bucket")
+        payload = asked_peek(redis_db, [asin])
+        Steps(rt).rejected(f"peek:{payload['ticket']}:0", "peek", payload, "more than the bucket")
         assert store.deals_by_state()["rejected"] == 1 and int(redis_db.get(OUTSTANDING_KEY)) == 0
-        assert rt.broker.requests("peek") == []
+        assert rt.broker.requests("peek") == [] and PeekTickets(redis_db).sweep(NOW, 60_000).open_tickets == 0
+
+    def test_a_delayed_peek_whose_ticket_was_dropped_is_not_asked_again(self, redis_db, store):
+        rt = Runtime(redis_db, store)
+        payload = asked_peek(redis_db, ["B000000001"])
+        body = {"id": f"peek:{payload['ticket']}:1", "cls": "peek", "units": 1, "continues": False,
+                "payload": {**payload, "attempt": 1, "failures": 1}}
+        Steps(rt).ask_again(body)            # its ticket open: to the governor, undelayed
+        assert [(m.queue_name, m.args) for m in rt.broker.sent] == [("governor", ("request", body))]
+        assert rt.broker.delays == [None]
+        PeekTickets(redis_db).close(payload["ticket"])  # the scheduler dropped it meanwhile
+        rt.broker.sent.clear()
+        Steps(rt).ask_again(body)
+        assert rt.broker.sent == []
 
 
 def test_a_worker_sizes_its_batches_from_the_governors_snapshot(redis_db):
@@ -501,34 +546,6 @@ def test_a_worker_sizes_its_batches_from_the_governors_snapshot(redis_db):
     Ledger(redis_db).write_snapshot({"refill_rate": 10_000})
     rt._rate_read_s = None  # as if a second had passed
     assert (rt.peek_batch(), rt.commit_batch()) == (100, 50)
-
-
-def test_the_peek_window_counts_peeks_waiting_to_be_asked_or_run_again(redis_server):
-    """A Keepa outage parks peeks on Dramatiq's delay queues, where the governor cannot see them;
-    the scheduler's reconciliation of the window must count them, or it claims without bound."""
-    from dramatiq import Message
-
-    from actors.broker import make_broker
-    from actors.processes import delayed_peeks
-
-    broker = make_broker(redis_server.rsplit("/", 1)[0] + "/9")
-    broker.client.flushdb()
-    try:
-        def request(cls):
-            return Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
-                           args=("request", {"id": f"{cls}:x:1", "cls": cls, "payload": {}}))
-        assert delayed_peeks(broker) == 0
-        broker.enqueue(request("peek"), delay=60_000)     # asked again after a failed call
-        broker.enqueue(request("commit"), delay=60_000)
-        broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),
-                               kwargs={}, options={}), delay=60_000)
-        broker.enqueue(request("peek"))                   # on the governor's queue: it counts it itself
-        broker.enqueue(Message(queue_name="peek", actor_name="keepa_peek", args=("g", {"asins": []}),
-                               kwargs={}, options={}), delay=60_000)  # a grant Dramatiq will retry
-        assert delayed_peeks(broker) == 2
-    finally:
-        broker.client.flushdb()
-        broker.close()
 
 
 class TestScreen:
