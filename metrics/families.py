@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
 
 from governor.model import CLASSES
 from governor.snapshot import WAIT_BUCKETS_S
 from governor.spend import spent_since, tokens_per_deal, window_start_ms
+from metrics.bucket_label import bucket_bound_label
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,13 @@ def _calls(snap: dict) -> CounterMetricFamily:
 
 
 def _zero_buckets() -> list[tuple[str, float]]:
-    return [(floatToGoString(le), 0.0) for le in WAIT_BUCKETS_S]
+    return [(bucket_bound_label(le), 0.0) for le in WAIT_BUCKETS_S]
 
 
 def _buckets(data) -> tuple[list[tuple[str, float]], float]:
     """The snapshot's ``{buckets: [[le_s, cumulative], ...], sum_s}`` as Prometheus buckets."""
     try:
-        buckets = [(floatToGoString(float(le)), float(n)) for le, n in data["buckets"]]
+        buckets = [(bucket_bound_label(float(le)), float(n)) for le, n in data["buckets"]]
         total = float(data["sum_s"])
     except (KeyError, TypeError, ValueError):
         return _zero_buckets(), 0.0
