@@ -29,6 +29,7 @@ from storage.db import (
     describe,
     drop_connection,
     open_database,
+    reopen_after_fork,
     statement_transaction,
     statement_writes,
     storage_error,
@@ -48,8 +49,7 @@ def _guarded(method):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         if self._pid != os.getpid():  # forked (dramatiq worker processes): never share the parent's socket
-            drop_connection(self.db, close=False)
-            self._pid = os.getpid()
+            self._open_own_database()
         try:
             return method(self, *args, **kwargs)
         except (peewee.DatabaseError, peewee.InterfaceError) as exc:
@@ -68,6 +68,11 @@ class Store:
         self._postgres = isinstance(db, peewee.PostgresqlDatabase)
         self._pid = os.getpid()
         self._sql = statements(db.param)
+
+    def _open_own_database(self) -> None:
+        self.db = reopen_after_fork(self.db)
+        self._t = bind_models(self.db)
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"Store({describe(self.db)})"

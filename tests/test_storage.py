@@ -294,6 +294,13 @@ def test_a_failed_hot_write_rolls_back_whole_and_the_next_write_works(store):
     assert light(store, "B000000001")["state"] == "viable"
 
 
+def test_a_hot_write_refuses_to_run_inside_another_transaction(store):
+    with pytest.raises(ValueError, match="manual commit"), store.db.atomic(), statement_transaction(store.db) as run:
+        run(store._sql.verdict, ("viable", "nested", 2_000, 2_000, "B000000001"))
+    store.upsert_deal("B000000001", 1_000, 3_000)  # the refused write left no transaction open
+    assert not store.db.in_transaction() and store.deals_stored() == 1
+
+
 def test_storing_a_deal_again_writes_the_same_row(store):
     store.upsert_deal("B000000001", 1_000, 2_000)
     assert store.store_deal(record()) is True
