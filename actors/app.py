@@ -22,7 +22,7 @@ from actors.ledger import Ledger
 from actors.messages import MalformedMessage
 from actors.steps import Steps, read_pages
 from governor.config import GovernorConfig
-from keepa_deals.errors import BadKey, ConfigError
+from keepa_base.errors import BadKey, ConfigError
 from keepa_deals.settings import Settings
 from pipeline import batching
 from pipeline.verdict import ViabilityRule

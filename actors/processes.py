@@ -23,9 +23,9 @@ from actors.app import setup
 from actors.ledger import Ledger
 from actors.peek_coverage import asins_awaiting_peek, messages_on
 from actors.steps import OUTSTANDING_KEY
+from keepa_base.redis_keys import SCHEDULER_TICK_KEY
 from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
-from metrics.stalls import SCHEDULER_TICK_KEY
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from actors.messages import MalformedMessage, envelope_to, field
 from actors.product_calls import OUTSTANDING_KEY, ProductCalls
 from actors.scan_frontier import ASKED_KEY, SCAN_KEY, ScanFrontier
 from keepa_api.tokens import merge_envelopes
-from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens
+from keepa_base.errors import BadKey, KeepaError, MalformedResponse, NotEnoughTokens
 from pipeline import driver
 from pipeline.batching import MAX_SCAN_PAGES, scan_pages
 from pipeline.cadence import scan_due

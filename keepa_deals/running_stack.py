@@ -17,7 +17,7 @@ import redis
 
 from actors.ledger import KEYS as GOVERNOR_KEYS
 from actors.ledger import RELEASE_IF_HELD, RENEW_IF_HELD
-from keepa_deals.errors import ConfigError
+from keepa_base.errors import ConfigError
 
 MARKER_KEY = "keepa-deals:up"
 MARKER_TTL_MS = 6_000

@@ -18,12 +18,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from governor.model import CLASSES
 from governor.snapshot import WAIT_BUCKETS_S
 from governor.spend import spent_since, tokens_per_deal, window_start_ms
+from keepa_base.calls import ENDPOINTS, OUTCOMES
 from metrics.bucket_label import bucket_bound_label
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = ("deal", "peek", "commit", "token")
-OUTCOMES = ("ok", "429", "402", "400", "5xx", "timeout", "malformed")
 SOURCES = ("redis", "database")
 INGEST_WINDOW_MINUTES = 5
 

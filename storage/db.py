@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
 
-from keepa_deals.errors import ConfigError, DatabaseUnavailable, StorageError
+from keepa_base.errors import ConfigError, DatabaseUnavailable, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 Every write is one transaction about one ASIN (or the watermark), so a crash between two calls loses
 nothing already written, and every write is idempotent: Dramatiq delivers at least once, and a
 repeated message writes the same rows, never a duplicate. Callers get plain values, dataclasses
-from :mod:`pipeline`, or :class:`keepa_deals.errors.StorageError`
-(:class:`~keepa_deals.errors.DatabaseUnavailable` when retrying later will do); never a model.
+from :mod:`pipeline`, or :class:`keepa_base.errors.StorageError`
+(:class:`~keepa_base.errors.DatabaseUnavailable` when retrying later will do); never a model.
 
 A light record moves ``new -> peeking -> rejected | viable -> committed``; ``peeking`` claims of a
 crashed worker go back to ``new`` with :meth:`Store.requeue_stale_claims`. A feed deal the screen
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import peewee
 
-from keepa_deals.errors import DatabaseUnavailable
+from keepa_base.errors import DatabaseUnavailable
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import (

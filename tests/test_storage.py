@@ -10,7 +10,7 @@ import peewee
 import pytest
 
 import storage.store
-from keepa_deals.errors import DatabaseUnavailable, StorageError
+from keepa_base.errors import DatabaseUnavailable, StorageError
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import open_database, statement_transaction
