@@ -60,7 +60,8 @@ def _guarded(method):
 
 
 class Store:
-    """Intent-named storage calls on one peewee database (already migrated, see :func:`open_store`)."""
+    """:class:`storage.protocol.PipelineStore` on one peewee database (already migrated, see
+    :func:`open_store`), plus the reads of the status screen and the exporter."""
 
     def __init__(self, db: peewee.Database):
         self.db = db
@@ -84,11 +85,14 @@ class Store:
     # -- light records and candidates -------------------------------------------------------------
 
     @_guarded
-    def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int) -> bool:
-        """Store or refresh the light record; True if the ASIN was never seen (it becomes a candidate)."""
+    def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int, screened_reason: str | None = None) -> bool:
+        """Store or refresh the light record; True if the ASIN was never seen: it becomes a candidate,
+        or with ``screened_reason`` is stored ``screened`` (never a candidate). A known ASIN keeps
+        its state and reason."""
         sql = self._sql
+        state = NEW if screened_reason is None else SCREENED
         with statement_transaction(self.db) as run:
-            inserted = run(sql.light_insert, (asin, deal_time_ms, now_ms, now_ms)) > 0
+            inserted = run(sql.light_insert, (asin, deal_time_ms, now_ms, now_ms, state, screened_reason or "")) > 0
             if not inserted:
                 run(sql.light_refresh, (deal_time_ms, deal_time_ms, now_ms, now_ms, asin))
         return inserted
