@@ -23,8 +23,7 @@ PACKAGES = ("storage", "metrics", "keepa_deals", "keepa_api", "pipeline", "gover
             "bench")
 FORBIDDEN = {
     "peewee's exception wrapper": r"__exception_wrapper__",
-    "peewee's connection state": r"\._state\b",
-    "peewee's ConnectionState": r"_ConnectionState",
+    "peewee's connection state": r"\._state\.(reset|conn|closed|transactions|ctx)\b|_Connection(State|Local)\b",
     "peewee's private transaction classes": r"peewee\._(atomic|transaction|manual|savepoint)\b",
     "an attribute set on the peewee Database": r"_keepa_write_lock",
     "prometheus_client.utils": r"prometheus_client\.utils|floatToGoString",
