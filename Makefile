@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps install test lint bench run clean
+.PHONY: deps install upgrade constraints test lint bench run clean
 
 # System services the tests and `make run` use: redis-server, PostgreSQL 15, Prometheus (promtool).
 # They are installed, never started here: tests start them on free loopback ports and stop them.
@@ -20,13 +20,26 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(STAMP): setup.cfg pyproject.toml
+# The versions installed are those of constraints.txt, the ones the suite last passed with.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: deps $(STAMP)
+
+# Refreshing constraints.txt (README, "Dependencies"): the newest versions setup.cfg allows, then
+# `make test`, then `make constraints` to write down what passed.
+upgrade: deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade -e '.[test]'
+	touch $(STAMP)
+
+constraints: $(STAMP)
+	{ echo "# The exact versions make install installs: those the suite last passed with (README, Dependencies)."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -iv '^keepa-deals'; } > constraints.txt
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -24,7 +24,7 @@ from actors.messages import MalformedMessage
 from actors.scan import read_pages
 from actors.steps import Steps
 from governor.config import GovernorConfig
-from keepa_deals.errors import BadKey, ConfigError
+from keepa_base.errors import BadKey, ConfigError
 from keepa_deals.settings import Settings
 from pipeline import batching
 from pipeline.verdict import ViabilityRule

@@ -16,7 +16,7 @@ import logging
 from dramatiq import Message
 
 from actors.messages import envelope_to, field
-from keepa_deals.errors import KeepaError, MalformedResponse, NotEnoughTokens
+from keepa_base.errors import KeepaError, MalformedResponse, NotEnoughTokens
 from pipeline import driver
 
 log = logging.getLogger(__name__)

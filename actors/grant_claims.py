@@ -29,11 +29,12 @@ import threading
 import uuid
 from dataclasses import dataclass
 
+from keepa_base.redis_keys import REPEATED_KEY
+
 log = logging.getLogger(__name__)
 
 CLAIM_PREFIX = "keepa-deals:grant:"
 ATTEMPTS_KEY = "keepa-deals:grant-attempts"
-REPEATED_KEY = "keepa-deals:calls:repeated_total"
 CLAIM_TTL_MS = 3_600_000   # longer than Dramatiq's retries of one message (5 retries: ~8 minutes)
 ATTEMPT_BEAT_MS = 5_000
 ATTEMPT_TIMEOUT_MS = 15_000   # three beats missed: gone (Dramatiq's heartbeat timeout, actors/broker.py)

@@ -23,10 +23,10 @@ import uuid
 import redis
 
 from actors.dispatch import SEND_AND_ACK_LUA, Outbox
+from keepa_base.redis_keys import SNAPSHOT_KEY
 
 PREFIX = "keepa-deals:governor:"
 KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
-SNAPSHOT_KEY = PREFIX + "snapshot"
 GRANT_LOG_KEY = PREFIX + "grants"   # every grant id, in grant order: an audit trail (at most GRANT_LOG_MAX)
 GRANT_LOG_MAX = 100_000
 LEASE_MS = 30_000

@@ -8,10 +8,9 @@ stored is touched.
 from __future__ import annotations
 
 from keepa_api.tokens import Envelope
-from keepa_deals.errors import KeepaDealsError
-
-ENDPOINTS = ("deal", "peek", "commit", "token")
-OUTCOMES = ("ok", "429", "402", "400", "5xx", "timeout", "malformed")
+from keepa_base.calls import ENDPOINTS as ENDPOINTS  # re-exported: the governor checks settles against them
+from keepa_base.calls import OUTCOMES as OUTCOMES
+from keepa_base.errors import KeepaDealsError
 
 
 class MalformedMessage(KeepaDealsError):

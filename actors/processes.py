@@ -21,9 +21,9 @@ from dramatiq import Message
 from actors.app import setup
 from actors.ledger import Ledger
 from actors.peek_tickets import OUTSTANDING_KEY, TICKET_TIMEOUT_MINUTES
+from keepa_base.redis_keys import SCHEDULER_TICK_KEY
 from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
-from metrics.stalls import SCHEDULER_TICK_KEY
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from actors.grant_claims import RELEASED, SKIP, STORE
 from actors.messages import MalformedMessage, field
 from actors.peek_tickets import OUTSTANDING_KEY
 from actors.product_answer import ProductAnswer
-from keepa_deals.errors import BadKey, KeepaError, MalformedResponse, RequestRejected, TransientError
+from keepa_base.errors import BadKey, KeepaError, MalformedResponse, RequestRejected, TransientError
 from pipeline import driver
 from pipeline.driver import MAX_CALL_ATTEMPTS, MAX_PRODUCT_FAILURES
 

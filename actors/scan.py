@@ -18,7 +18,7 @@ from actors.ledger import Ledger
 from actors.messages import MalformedMessage, field
 from actors.scan_frontier import ASKED_KEY, SCAN_KEY
 from keepa_api.tokens import merge_envelopes
-from keepa_deals.errors import BadKey, KeepaError, MalformedResponse
+from keepa_base.errors import BadKey, KeepaError, MalformedResponse
 from pipeline import driver
 from pipeline.batching import MAX_SCAN_PAGES, scan_pages
 from pipeline.cadence import scan_due

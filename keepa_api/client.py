@@ -4,7 +4,7 @@ Four calls, each one HTTP request: :meth:`KeepaClient.deals` (one page of the de
 :meth:`KeepaClient.peek` (``/product`` with ``history=0&stats=N``, the cheap look),
 :meth:`KeepaClient.commit` (``/product`` with offers and history, the expensive fetch) and
 :meth:`KeepaClient.token`. Every result carries the token :class:`~keepa_api.tokens.Envelope` of its
-response and every :class:`~keepa_deals.errors.KeepaError` carries it in ``.envelope`` when the body
+response and every :class:`~keepa_base.errors.KeepaError` carries it in ``.envelope`` when the body
 had one, so callers reconcile their token model from responses and never poll ``/token``.
 
 Keepa authenticates with ``key=`` in the query string, so the key is redacted from everything this
@@ -32,7 +32,8 @@ from keepa_api.records import (
     load_body,
 )
 from keepa_api.tokens import Envelope
-from keepa_deals.errors import (
+from keepa_base.domains import DEFAULT_DOMAIN, parse_domain
+from keepa_base.errors import (
     BadKey,
     ConfigError,
     KeepaError,
@@ -45,7 +46,6 @@ from keepa_deals.errors import (
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://api.keepa.com"
-DOMAINS = (1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12)    # .com .co.uk .de .fr .co.jp .ca .it .es .in .com.mx .com.br
 MAX_ASINS_PER_CALL = 100
 RETRY_MARGIN_MS = 100
 REDACTED = "<redacted>"
@@ -99,13 +99,7 @@ class ClientSettings:
         url = (base_url or env.get("KEEPA_API_URL") or DEFAULT_URL).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"KEEPA_API_URL must start with http:// or https://, got {url[:60]!r}")
-        raw_domain = domain if domain is not None else env.get("KEEPA_DOMAIN", "1")
-        try:
-            domain_id = int(raw_domain)
-        except (TypeError, ValueError):
-            domain_id = -1
-        if domain_id not in DOMAINS:
-            raise ConfigError(f"KEEPA_DOMAIN must be one of {DOMAINS}, got {str(raw_domain)[:20]!r}")
+        domain_id = parse_domain(domain if domain is not None else env.get("KEEPA_DOMAIN", str(DEFAULT_DOMAIN)))
         if not timeout_s or timeout_s <= 0:
             raise ConfigError(f"the Keepa client timeout must be positive, got {timeout_s!r}")
         return cls(api_key=key.strip(), base_url=url, domain=domain_id, timeout_s=float(timeout_s))
@@ -151,7 +145,7 @@ class KeepaClient:
         ``selection`` may carry Keepa's range options (``isRangeEnabled`` with ``currentRange``,
         ``deltaPercentRange``, ``salesRankRange``, ...; see :mod:`keepa_api.deal_query`): the feed
         then holds only the deals inside them, and a malformed range raises
-        :class:`~keepa_deals.errors.RequestRejected` (HTTP 400) naming the field."""
+        :class:`~keepa_base.errors.RequestRejected` (HTTP 400) naming the field."""
         if page < 0:
             raise ValueError(f"page must be >= 0, got {page}")
         query = {"domainId": self.settings.domain, **selection, "page": page}

@@ -30,7 +30,7 @@ from keepa_api.fields import (
     optional_string,
     valid_asin,
 )
-from keepa_deals.errors import MalformedResponse
+from keepa_base.errors import MalformedResponse
 
 _GRID_ROW_TYPES = frozenset({list, type(None)})
 _MISSING = object()

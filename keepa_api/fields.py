@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from keepa_deals.errors import MalformedResponse
+from keepa_base.errors import MalformedResponse
 
 KEEPA_MINUTE_OFFSET = 21_564_000          # minutes from the Unix epoch to 2011-01-01 UTC
 MAX_KEEPA_MINUTE = 100 * 366 * 24 * 60    # a century after 2011: anything later is garbage

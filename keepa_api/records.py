@@ -36,7 +36,7 @@ from keepa_api.fields import (
     valid_asin,
 )
 from keepa_api.tokens import Envelope
-from keepa_deals.errors import MalformedResponse
+from keepa_base.errors import MalformedResponse
 
 __all__ = ["Deal", "DealPage", "Offer", "Product", "ProductBatch", "Stats", "decode_deal", "decode_deals",
            "decode_envelope", "decode_offer", "decode_product", "decode_products", "decode_products_each",

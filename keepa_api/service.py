@@ -29,11 +29,11 @@ import orjson
 from keepa_api.catalogue import PRICE_TYPES, Catalogue
 from keepa_api.deal_query import DealFilter, deal_filter
 from keepa_api.tokens import CAP_MINUTES, REFILL_PERIOD_MS, Envelope, TokenBucket
+from keepa_base.domains import DOMAINS
 
 log = logging.getLogger(__name__)
 
 DEAL_PAGE_COST, DEALS_PER_PAGE, MAX_DEAL_PAGE = 5, 150, 10_000 // 150
-DOMAINS = frozenset({1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12})
 _ASIN = re.compile(r"[0-9A-Z]{10}")
 _MALFORMED_PRODUCT = b'{"asin":"%s","title":"unreadable","stats":{"current":"not an array"}}'
 _GARBAGE = (b"<html><body>502 Bad Gateway</body></html>", b'{"tokensLeft": 5, "deals": {"dr": [',

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from keepa_deals.errors import ConfigError, KeepaDealsError
+from keepa_base.errors import ConfigError, KeepaDealsError
 from keepa_deals.progress import PROGRESS_S
 
 POLICIES = ("governor", "legacy", "fifo")

@@ -17,9 +17,10 @@ import redis
 
 from actors.ledger import KEYS as GOVERNOR_KEYS
 from actors.ledger import RELEASE_IF_HELD, RENEW_IF_HELD
-from keepa_deals.errors import ConfigError
+from keepa_base.errors import ConfigError
+from keepa_base.redis_keys import PREFIX
 
-MARKER_KEY = "keepa-deals:up"
+MARKER_KEY = PREFIX + "up"
 MARKER_TTL_MS = 6_000
 RENEW_S = 2.0
 

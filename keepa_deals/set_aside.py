@@ -7,7 +7,7 @@ alone): no more tokens are spent on it until an operator, having read the reason
 
 from __future__ import annotations
 
-from keepa_deals.errors import ConfigError
+from keepa_base.errors import ConfigError
 from keepa_deals.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """Configuration, read once from the environment into a frozen, validated object.
 
 Every variable is documented in the README with its default. A bad value fails at start with a
-sentence naming the variable (:class:`keepa_deals.errors.ConfigError`); the API key never appears in
+sentence naming the variable (:class:`keepa_base.errors.ConfigError`); the API key never appears in
 any message or repr.
 """
 
@@ -11,11 +11,12 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from keepa_deals.errors import ConfigError
+from keepa_base.domains import DEFAULT_DOMAIN, parse_domain
+from keepa_base.errors import ConfigError
 
 DEFAULTS = {
     "KEEPA_API_URL": "https://api.keepa.com",
-    "KEEPA_DOMAIN": "1",
+    "KEEPA_DOMAIN": str(DEFAULT_DOMAIN),
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "DATABASE_URL": "sqlite:///var/keepa-deals.db",
     "METRICS_HOST": "127.0.0.1",
@@ -107,7 +108,7 @@ def load_settings(env: dict | None = None) -> Settings:
     return Settings(
         keepa_api_key=key,
         keepa_api_url=_url(env, "KEEPA_API_URL", ("http", "https")),
-        keepa_domain=_int(env, "KEEPA_DOMAIN", 1, 12),
+        keepa_domain=parse_domain(env.get("KEEPA_DOMAIN", DEFAULTS["KEEPA_DOMAIN"])),
         redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
         database_url=_url(env, "DATABASE_URL", ("sqlite", "postgresql", "postgres")),
         metrics_host=env.get("METRICS_HOST", DEFAULTS["METRICS_HOST"]).strip(),

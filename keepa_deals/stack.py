@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from keepa_deals.errors import ConfigError
+from keepa_base.errors import ConfigError
 from keepa_deals.lifeline import UP_PID_VARIABLE, die_with_parent, started_by, stop_on_signals
 from keepa_deals.progress import PROGRESS_S
 from keepa_deals.running_stack import RENEW_S, RunningStack, redacted

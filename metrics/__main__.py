@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from keepa_deals.errors import ConfigError
+from keepa_base.errors import ConfigError
 from keepa_deals.settings import load_settings
 from metrics.exporter import serve
 

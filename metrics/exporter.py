@@ -23,15 +23,14 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from actors.grant_claims import REPEATED_KEY
 from governor.spend import window_start_ms
+from keepa_base.redis_keys import REPEATED_KEY, SNAPSHOT_KEY
 from keepa_deals.lifeline import stop_on_signals
 from metrics.families import INGEST_WINDOW_MINUTES, DatabaseCounts, families
 from metrics.stalls import StallReadings, read_database, read_scheduler_tick, stall_families
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_KEY = "keepa-deals:governor:snapshot"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 

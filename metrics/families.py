@@ -14,16 +14,15 @@ import math
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
 
 from governor.model import CLASSES
 from governor.snapshot import WAIT_BUCKETS_S
 from governor.spend import spent_since, tokens_per_deal, window_start_ms
+from keepa_base.calls import ENDPOINTS, OUTCOMES
+from metrics.bucket_label import bucket_bound_label
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = ("deal", "peek", "commit", "token")
-OUTCOMES = ("ok", "429", "402", "400", "5xx", "timeout", "malformed")
 SOURCES = ("redis", "database")
 INGEST_WINDOW_MINUTES = 5
 
@@ -76,13 +75,13 @@ def _calls(snap: dict) -> CounterMetricFamily:
 
 
 def _zero_buckets() -> list[tuple[str, float]]:
-    return [(floatToGoString(le), 0.0) for le in WAIT_BUCKETS_S]
+    return [(bucket_bound_label(le), 0.0) for le in WAIT_BUCKETS_S]
 
 
 def _buckets(data) -> tuple[list[tuple[str, float]], float]:
     """The snapshot's ``{buckets: [[le_s, cumulative], ...], sum_s}`` as Prometheus buckets."""
     try:
-        buckets = [(floatToGoString(float(le)), float(n)) for le, n in data["buckets"]]
+        buckets = [(bucket_bound_label(float(le)), float(n)) for le, n in data["buckets"]]
         total = float(data["sum_s"])
     except (KeyError, TypeError, ValueError):
         return _zero_buckets(), 0.0

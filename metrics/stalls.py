@@ -26,13 +26,11 @@ from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
 
+from keepa_base.redis_keys import SCHEDULER_TICK_KEY
 from pipeline.cadence import upsert_interval_ms
 
 log = logging.getLogger(__name__)
 
-# written by the scheduler after each tick it ran (actors.processes); kept here too so the exporter
-# needs no Dramatiq import (tests/test_metrics_stalls.py checks the two agree)
-SCHEDULER_TICK_KEY = "keepa-deals:scheduler:last_tick_ms"
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ class Simulation:
             self._at(self.now + self.cfg.redelivery_ms, RETRY, ("redeliver", work, self._epoch))
         self.stats.restarts += 1
         for index in self.memory:  # the old in-memory batch: paid for, never stored
-            self.store.return_candidate(Feed.asin(index))
+            self.store.release_candidate(Feed.asin(index))
         self.stats.lost_in_memory += len(self.memory)
         self.memory.clear()
 
@@ -209,7 +209,7 @@ class Simulation:
                 due = scan_due(now_ms=self.now, last_scan_ms=self.last_scan_ms, refill_per_minute=rate,
                                page_cost=self.sc.deal_page_cost[1], budget_fraction=self.cfg.budget_fraction,
                                balance=self.policy.balance, cap=self.policy.cap,
-                               work_pending=bool(self.waiting or self.store.candidates))
+                               work_pending=bool(self.waiting or self.store.candidates_waiting()))
             elif self.cfg.cadence == "every_minute":
                 due = True
             else:
@@ -222,13 +222,13 @@ class Simulation:
                 self.scan_active = True
                 self.scans += 1
                 self.last_scan_ms = self.now
-                self._ask_pages(self.store.watermark.next_page, self.scans)
+                self._ask_pages(self.store.load_watermark().next_page, self.scans)
 
     def _numbers(self) -> driver.PipelineNumbers:
         """What the scan depth reads, as the governor's live state and the store know it now."""
         return driver.PipelineNumbers(
             refill_per_minute=self._rate(), balance=self.policy.balance, cap=self.policy.cap,
-            queued=len(self.store.candidates), deals_stored=self.store.deals_stored(),
+            queued=self.store.candidates_waiting(), deals_stored=self.store.deals_stored(),
             downstream_tokens=self.stats.tokens[PEEK] + self.stats.tokens[COMMIT],
             page_cost=self.sc.deal_page_cost[1], budget_fraction=self.cfg.budget_fraction)
 
@@ -273,7 +273,7 @@ class Simulation:
         self.window_out -= first
         singles = driver.after_rejection(work.keys)
         if singles is None:
-            self.store.reject_candidate(Feed.asin(work.key), reason)
+            self.store.record_verdict(Feed.asin(work.key), False, reason, self.now)
             return
         for (index,) in singles:
             self.window_out += first  # the batch's window slot becomes one per single call
@@ -287,13 +287,15 @@ class Simulation:
         policy, cfg, store = self.policy, self.cfg, self.store
         size = cfg.backfill_batch or batching.peek_batch(policy.rate)
         kind = PEEK if cfg.peek_first else COMMIT
-        while store.candidates:
+        while store.candidates_waiting():
             claim = driver.peek_claim(self.window_out, size, cfg.backfill_window)
-            if claim is None or (not cfg.backfill_batch and len(store.candidates) < claim.at_least):
+            if claim is None:
                 break
-            batch = []
-            while len(batch) < claim.at_most and store.candidates:
-                batch.append(Feed.index(store.take_candidate()))
+            # a fixed batch (the old system's) is claimed whatever waits; the window's claims as the actors'
+            asins = store.take_candidates(claim.at_most, self.now, at_least=1 if cfg.backfill_batch else claim.at_least)
+            if not asins:
+                break
+            batch = [Feed.index(asin) for asin in asins]
             self.window_out += 1
             self._ask(Work(kind, batch[0], 0, self.now, batch=tuple(batch) if len(batch) > 1 else ()))
         if self._polls_token and policy.wants_token_sync(self.now):
@@ -360,7 +362,7 @@ class Simulation:
                 return
             self.window_out -= self._counted(work.kind)
             for index in work.keys:  # a dead end, visible: the ASINs carry the reason
-                self.store.reject_candidate(Feed.asin(index), step.reason)
+                self.store.record_verdict(Feed.asin(index), False, step.reason, self.now)
             return
         {PEEK: self._on_peek, COMMIT: self._on_commit}[work.kind](work, response)
 
@@ -381,7 +383,7 @@ class Simulation:
             more = self._on_page(work, response)
             if not more:
                 return
-        self._ask_pages(self.store.watermark.next_page, work.scan)
+        self._ask_pages(self.store.load_watermark().next_page, work.scan)
 
     def _on_page(self, work: Work, response: Response) -> bool:
         """Store one page and move the cursor; whether the scan reads on."""
@@ -390,24 +392,25 @@ class Simulation:
         news = []
         judged = driver.screen_page(deals, screen_on=self.cfg.screen)
         for index, (asin, deal_ms, reason) in zip(response.payload, judged, strict=True):
-            first = store.screen_out(asin, deal_ms, reason) if reason else store.upsert_deal(asin, deal_ms)
+            first = store.upsert_deal(asin, deal_ms, self.now, reason or None)
             if first:
                 if asin not in store.known:  # a known deal gets a light update only: no work
                     news.append(index)
                 if deal_ms >= 0:
                     self.stats.on_fresh(self.now - deal_ms)
         self.page_news.append(news)
-        step = driver.after_page(store.watermark, [deal_ms for _, deal_ms, _ in deals], numbers=self._numbers(),
+        stored = store.load_watermark()
+        step = driver.after_page(stored, [deal_ms for _, deal_ms, _ in deals], numbers=self._numbers(),
                                  feed_per_hour=self.feed_per_hour, on_demand=self.cfg.on_demand)
         self.feed_per_hour, self.scan_limit = step.feed_per_hour, step.limit
         watermark, more = step.watermark, step.more
-        if not self.cfg.ratchet and store.candidates:
+        if not self.cfg.ratchet and store.candidates_waiting():
             # the old rule: a run that could not process every deal it found is "incomplete" and
             # may not move the watermark; the next run starts again at page 0
             self.scan_active = False
-            store.advance_watermark(type(watermark)(mark_ms=store.watermark.mark_ms))
+            store.advance_watermark(type(watermark)(mark_ms=stored.mark_ms), self.now)
             return False
-        store.advance_watermark(watermark)
+        store.advance_watermark(watermark, self.now)
         if not more:
             self.scan_active = False
             if self.cfg.cadence == "adaptive" and batching.scan_pages(self._rate()) > 1:
@@ -425,7 +428,7 @@ class Simulation:
                                       commit_batch=self.cfg.commit_batch or batching.commit_batch(self.policy.rate))
         for asin, viable, reason in outcome.verdicts:
             if not viable:
-                self.store.reject_candidate(asin, reason)
+                self.store.record_verdict(asin, False, reason, self.now)
         for chunk in outcome.commits:
             indexes = tuple(Feed.index(asin) for asin in chunk)
             self.window_out += self._counted(COMMIT)
@@ -440,12 +443,12 @@ class Simulation:
             verdicts = driver.peek_outcome(asins, stats, commit_batch=1).verdicts
             for asin, viable, reason in verdicts:
                 if not viable:
-                    self.store.reject_candidate(asin, reason)
+                    self.store.record_verdict(asin, False, reason, self.now)
             asins = [asin for asin, viable, _ in verdicts if viable]
         outcome = driver.commit_outcome([(asin, f"Synthetic product {asin}", stats[asin], 3) for asin in asins],
-                                        self.store.light, self.now)
+                                        self.store.deal_times(asins), self.now)
         for asin, reason in outcome.refused:
-            self.store.reject_candidate(asin, reason)
+            self.store.record_verdict(asin, False, reason, self.now)
         for record in outcome.records:
             index = Feed.index(record.asin)
             if self.cfg.memory_batch:

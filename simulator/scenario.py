@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keepa_api.tokens import RateSchedule
-from keepa_deals.errors import ScenarioError
+from keepa_base.errors import ScenarioError
 
 Cost = tuple[int, int]  # uniform integer draw in [low, high]; a fixed cost is (n, n)
 

@@ -86,8 +86,8 @@ class RunStats:
             return (f"failing: {errors} of {calls} calls answered with an error "
                     f"(mostly HTTP {worst}); {ingested} deals ingested")
         pending = sum(self.requests.values()) - calls - sum(len(r) for r in self.rejections.values())
-        if ingested == 0 and (pending > 0 or sim.store.candidates):
-            return (f"stalled: {pending} requests waiting, {len(sim.store.candidates)} candidates queued, "
+        if ingested == 0 and (pending > 0 or sim.store.candidates_waiting()):
+            return (f"stalled: {pending} requests waiting, {sim.store.candidates_waiting()} candidates queued, "
                     f"0 deals ingested in {sim.sc.minutes} minutes")
         return "ok"
 
@@ -136,7 +136,7 @@ class RunStats:
             "deals_seen": sim.store.deals_stored(),
             "asins_peeked": self.asins_peeked,
             "asins_committed": self.asins_committed,
-            "deals_screened_out": len(sim.store.screened_out),
+            "deals_screened_out": sim.store.deals_screened_out(),
             "deals_ingested": ingested,
             "tokens_per_deal": round(bucket.spent_total / ingested, 2) if ingested else None,
             "pages_bought": sim.pages_bought,

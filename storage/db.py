@@ -19,11 +19,12 @@ import contextlib
 import logging
 import os
 import threading
+import weakref
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
 
-from keepa_deals.errors import ConfigError, DatabaseUnavailable, StorageError
+from keepa_base.errors import ConfigError, DatabaseUnavailable, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,33 @@ def open_database(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> peewee
     url = url.strip()
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "sqlite":
-        return _sqlite(sqlite_path(url), busy_timeout_ms)
-    if scheme in _POSTGRES_SCHEMES:
-        return _postgres(url)
-    raise ConfigError(f"{VARIABLE} must start with sqlite:// or postgresql://, got {redact_url(url)!r}")
+        db = _sqlite(sqlite_path(url), busy_timeout_ms)
+    elif scheme in _POSTGRES_SCHEMES:
+        db = _postgres(url)
+    else:
+        raise ConfigError(f"{VARIABLE} must start with sqlite:// or postgresql://, got {redact_url(url)!r}")
+    _OPENED_AS[db] = (url, busy_timeout_ms)
+    return db
+
+
+# How open_database opened each database, so a forked child can open its own (reopen_after_fork).
+_OPENED_AS: weakref.WeakKeyDictionary[peewee.Database, tuple[str, int]] = weakref.WeakKeyDictionary()
+# The parent's databases a forked child replaced: kept referenced and never closed, since closing
+# (or collecting) a connection in the child would end the parent's PostgreSQL session on the
+# socket both share. peewee's advice for processes: connect only after the fork.
+_LEFT_TO_PARENT: list[peewee.Database] = []
+
+
+def reopen_after_fork(db: peewee.Database) -> peewee.Database:
+    """A new database object opened as ``db`` was, not connected yet, for a forked child; ``db``
+    and the parent's connection in it are left untouched."""
+    try:
+        url, busy_timeout_ms = _OPENED_AS[db]
+    except KeyError:
+        raise StorageError(f"{describe(db)} was not opened by open_database, so a forked process "
+                           "cannot open its own") from None
+    _LEFT_TO_PARENT.append(db)
+    return open_database(url, busy_timeout_ms=busy_timeout_ms)
 
 
 def _sqlite(path: str, busy_timeout_ms: int) -> peewee.SqliteDatabase:
@@ -96,7 +120,6 @@ def _sqlite(path: str, busy_timeout_ms: int) -> peewee.SqliteDatabase:
     }
     # sqlite3's own timeout (seconds) installs the same busy handler; keep both consistent.
     db = peewee.SqliteDatabase(path, pragmas=pragmas, timeout=busy_timeout_ms / 1000, autoconnect=True)
-    db._keepa_write_lock = (os.getpid(), threading.RLock())  # see write_transaction
     return db
 
 
@@ -123,6 +146,34 @@ def _postgres(url: str) -> peewee.PostgresqlDatabase:
     return peewee.PostgresqlDatabase(name, autoconnect=True, **params)
 
 
+# One Python lock per SQLite database object and process (see write_transaction); a forked child
+# finds its parent's entry under another pid and makes its own.
+_WRITE_LOCKS: weakref.WeakKeyDictionary[peewee.Database, tuple[int, threading.RLock]] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(db: peewee.Database):
+    """The process's write lock of ``db`` (SQLite), or no lock (PostgreSQL takes row locks itself)."""
+    if not isinstance(db, peewee.SqliteDatabase):
+        return contextlib.nullcontext()
+    pid = os.getpid()
+    held = _WRITE_LOCKS.get(db)
+    if held is None or held[0] != pid:
+        with _WRITE_LOCKS_GUARD:
+            held = _WRITE_LOCKS.get(db)
+            if held is None or held[0] != pid:
+                held = _WRITE_LOCKS[db] = (pid, threading.RLock())
+    return held[1]
+
+
+def _transaction(db: peewee.Database):
+    """One top-level transaction: ``BEGIN IMMEDIATE`` on SQLite, so a read-then-write never fails on a
+    lock upgrade; ``BEGIN`` on PostgreSQL."""
+    if isinstance(db, peewee.SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
+
+
 @contextlib.contextmanager
 def write_transaction(db: peewee.Database):
     """``db.atomic()``; on SQLite ``BEGIN IMMEDIATE``, so a read-then-write never fails on a lock upgrade.
@@ -131,36 +182,48 @@ def write_transaction(db: peewee.Database):
     busy handler (1, 2, 5, 10 ... ms) however soon the lock is free again. Threads of one process
     therefore queue on a Python lock first (woken as soon as the holder leaves); only writers in
     other processes still meet the busy handler."""
-    if isinstance(db, peewee.SqliteDatabase):
-        with _write_lock(db), db.atomic(lock_type="IMMEDIATE"):
-            yield
-    else:
-        with db.atomic():
-            yield
-
-
-# peewee's own translation of sqlite3/psycopg2 errors into its exception tree, as execute_sql uses
-_AS_PEEWEE_ERRORS = peewee.__exception_wrapper__
+    with _write_lock(db), _transaction(db):
+        yield
 
 
 @contextlib.contextmanager
 def statement_writes(db: peewee.Database):
-    """Several writes of one statement each, every one its own transaction (both drivers run in
-    autocommit under peewee), with SQLite's process write lock taken once for all of them; yields
+    """Several writes of one statement each, every one its own transaction (peewee runs both
+    drivers in autocommit), with SQLite's process write lock taken once for all of them; yields
     ``run(sql, params) -> rowcount``. A failure leaves the writes before it stored.
 
     For the writes of a feed page or a peek answer. Taken per write, the lock changed hands between
     a process's threads hundreds of times a page, and each time its holder also had to win the GIL
     back from threads decoding Keepa's answers while the others queued behind it: a sampling profile
     of the worker found its feed scan waiting on this lock for 45 % of its time."""
-    with _write_lock(db) if isinstance(db, peewee.SqliteDatabase) else contextlib.nullcontext(), _AS_PEEWEE_ERRORS:
-        cursor = db.connection().cursor()
+    with _write_lock(db):
+        cursor = db.cursor()  # one for all the writes: execute_sql would open one a statement
 
         def run(sql: str, params: tuple = ()) -> int:
-            cursor.execute(sql, params)
+            try:
+                cursor.execute(sql, params)
+            except Exception as exc:
+                translated = as_peewee_error(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
             return cursor.rowcount
 
         yield run
+
+
+# The exception classes PEP 249 (DB-API 2.0) has every driver define, which peewee mirrors by name.
+_DB_API_ERRORS = ("IntegrityError", "ProgrammingError", "OperationalError", "NotSupportedError", "DataError",
+                  "InternalError", "InterfaceError", "DatabaseError")
+
+
+def as_peewee_error(exc: Exception) -> Exception:
+    """A driver's error (sqlite3, psycopg2) as peewee's class of the same DB-API name, as peewee's
+    own ``execute_sql`` raises it; any other exception unchanged."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _DB_API_ERRORS and cls.__module__ != peewee.__name__:
+            return getattr(peewee, cls.__name__)(*exc.args)
+    return exc
 
 
 @contextlib.contextmanager
@@ -168,26 +231,20 @@ def statement_transaction(db: peewee.Database):
     """:func:`statement_writes` inside one transaction (``BEGIN IMMEDIATE`` on SQLite), for a
     per-ASIN write of several statements; the same guarantees as :func:`write_transaction`.
 
-    peewee's ``atomic()`` bookkeeping added ~13 us to a ~47 us one-row write (measured in
-    alternating blocks on one SQLite file). Never nest it inside another transaction."""
-    with statement_writes(db) as run:
-        run("BEGIN IMMEDIATE" if isinstance(db, peewee.SqliteDatabase) else "BEGIN")
+    Begun and ended by hand in peewee's ``manual_commit()``, which also refuses to run inside another
+    transaction: on a SQLite file ``atomic()`` cost ~7 us more than this on a one-row write of ~36 us."""
+    with statement_writes(db) as run, db.manual_commit():
+        if isinstance(db, peewee.SqliteDatabase):
+            db.begin(lock_type="IMMEDIATE")
+        else:
+            db.begin()
         try:
             yield run
+            db.commit()
         except BaseException:
-            with contextlib.suppress(Exception):
-                run("ROLLBACK")
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                db.rollback()
             raise
-        run("COMMIT")
-
-
-def _write_lock(db: peewee.SqliteDatabase) -> threading.RLock:
-    pid = os.getpid()
-    held = getattr(db, "_keepa_write_lock", None)
-    if held is None or held[0] != pid:  # a forked child starts with a lock of its own
-        held = (pid, threading.RLock())
-        db._keepa_write_lock = held
-    return held[1]
 
 
 def password_of(db: peewee.Database) -> str | None:
@@ -206,18 +263,10 @@ def storage_error(db: peewee.Database, exc: BaseException, doing: str) -> Storag
     return kind(f"{describe(db)} {what} while {doing}: {text}")
 
 
-def drop_connection(db: peewee.Database, *, close: bool = True) -> None:
-    """Forget this thread's connection so the next call opens a fresh one.
-
-    ``close=False`` after a fork: the connection belongs to the parent, so it is dropped unclosed.
-    """
-    if close:
-        try:
-            db.close()
-            return
-        except Exception:  # a dead connection may fail to close; it is gone either way
-            log.debug("closing a failed connection to %s raised", describe(db), exc_info=True)
-    if hasattr(db, "dispose"):  # peewee 4
-        db.dispose()
-    else:
-        db._state.reset()
+def drop_connection(db: peewee.Database) -> None:
+    """Close this thread's connection so the next call opens a fresh one. A connection that fails
+    to close (it broke) is forgotten all the same: peewee's ``close()`` resets its state either way."""
+    try:
+        db.close()
+    except Exception:
+        log.debug("closing a failed connection to %s raised", describe(db), exc_info=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import peewee
 
-from keepa_deals.errors import StorageError
+from keepa_base.errors import StorageError
 from storage.db import describe, drop_connection, storage_error, write_transaction
 from storage.models import STATES, WATERMARK_ID, Tables, bind_models
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.models import COMMITTED, NEW
+from storage.models import COMMITTED
 
 DEAL_COLUMNS = ("asin", "title", "price_new", "avg90_new", "drop_percent", "sales_rank", "offers",
                 "deal_time_ms", "committed_ms")
@@ -25,7 +25,7 @@ def _greatest(column: str, p: str) -> str:
 @dataclass(frozen=True)
 class Statements:
     light_upsert: str        # asin, deal_time_ms, now_ms, now_ms, state, reason: insert, or refresh times
-    light_insert: str        # asin, deal_time_ms, now_ms, now_ms
+    light_insert: str        # asin, deal_time_ms, now_ms, now_ms, state, reason
     light_refresh: str       # deal_time_ms x2, now_ms x2, asin
     verdict: str             # state, reason, now_ms x2, asin
     deal_insert: str         # the DEAL_COLUMNS in order
@@ -41,7 +41,7 @@ def statements(p: str) -> Statements:
         light_upsert=(f"{light}VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (asin) DO UPDATE SET "
                       f"deal_time_ms = {_greatest('light_deal.deal_time_ms', 'excluded.deal_time_ms')}, "
                       f"last_seen_ms = {_greatest('light_deal.last_seen_ms', 'excluded.last_seen_ms')}"),
-        light_insert=f"{light}VALUES ({p}, {p}, {p}, {p}, '{NEW}', '') ON CONFLICT (asin) DO NOTHING",
+        light_insert=f"{light}VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (asin) DO NOTHING",
         light_refresh=(f"UPDATE light_deal SET deal_time_ms = {_greatest('deal_time_ms', p)}, "
                        f"last_seen_ms = {_greatest('last_seen_ms', p)} WHERE asin = {p}"),
         verdict=(f"UPDATE light_deal SET state = {p}, reason = {p}, claimed_ms = NULL, "

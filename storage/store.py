@@ -3,8 +3,8 @@
 Every write is one transaction about one ASIN (or the watermark), so a crash between two calls loses
 nothing already written, and every write is idempotent: Dramatiq delivers at least once, and a
 repeated message writes the same rows, never a duplicate. Callers get plain values, dataclasses
-from :mod:`pipeline`, or :class:`keepa_deals.errors.StorageError`
-(:class:`~keepa_deals.errors.DatabaseUnavailable` when retrying later will do); never a model.
+from :mod:`pipeline`, or :class:`keepa_base.errors.StorageError`
+(:class:`~keepa_base.errors.DatabaseUnavailable` when retrying later will do); never a model.
 
 A light record moves ``new -> peeking -> rejected | viable -> committed``; ``peeking`` claims of a
 crashed worker go back to ``new`` with :meth:`Store.requeue_stale_claims`. A feed deal the screen
@@ -22,13 +22,14 @@ from collections.abc import Iterable
 
 import peewee
 
-from keepa_deals.errors import DatabaseUnavailable
+from keepa_base.errors import DatabaseUnavailable
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import (
     describe,
     drop_connection,
     open_database,
+    reopen_after_fork,
     statement_transaction,
     statement_writes,
     storage_error,
@@ -48,8 +49,7 @@ def _guarded(method):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         if self._pid != os.getpid():  # forked (dramatiq worker processes): never share the parent's socket
-            drop_connection(self.db, close=False)
-            self._pid = os.getpid()
+            self._open_own_database()
         try:
             return method(self, *args, **kwargs)
         except (peewee.DatabaseError, peewee.InterfaceError) as exc:
@@ -60,7 +60,8 @@ def _guarded(method):
 
 
 class Store:
-    """Intent-named storage calls on one peewee database (already migrated, see :func:`open_store`)."""
+    """:class:`storage.protocol.PipelineStore` on one peewee database (already migrated, see
+    :func:`open_store`), plus the reads of the status screen and the exporter."""
 
     def __init__(self, db: peewee.Database):
         self.db = db
@@ -68,6 +69,11 @@ class Store:
         self._postgres = isinstance(db, peewee.PostgresqlDatabase)
         self._pid = os.getpid()
         self._sql = statements(db.param)
+
+    def _open_own_database(self) -> None:
+        self.db = reopen_after_fork(self.db)
+        self._t = bind_models(self.db)
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"Store({describe(self.db)})"
@@ -79,11 +85,14 @@ class Store:
     # -- light records and candidates -------------------------------------------------------------
 
     @_guarded
-    def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int) -> bool:
-        """Store or refresh the light record; True if the ASIN was never seen (it becomes a candidate)."""
+    def upsert_deal(self, asin: str, deal_time_ms: int, now_ms: int, screened_reason: str | None = None) -> bool:
+        """Store or refresh the light record; True if the ASIN was never seen: it becomes a candidate,
+        or with ``screened_reason`` is stored ``screened`` (never a candidate). A known ASIN keeps
+        its state and reason."""
         sql = self._sql
+        state = NEW if screened_reason is None else SCREENED
         with statement_transaction(self.db) as run:
-            inserted = run(sql.light_insert, (asin, deal_time_ms, now_ms, now_ms)) > 0
+            inserted = run(sql.light_insert, (asin, deal_time_ms, now_ms, now_ms, state, screened_reason or "")) > 0
             if not inserted:
                 run(sql.light_refresh, (deal_time_ms, deal_time_ms, now_ms, now_ms, asin))
         return inserted

@@ -12,7 +12,7 @@ from actors.processes import WORKER_THREADS
 from keepa_api.client import KeepaClient
 from keepa_api.records import Deal, Product
 from keepa_api.server import FakeKeepa
-from keepa_deals.errors import (
+from keepa_base.errors import (
     BadKey,
     ConfigError,
     KeepaError,

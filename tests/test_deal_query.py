@@ -13,7 +13,7 @@ from keepa_api.client import KeepaClient
 from keepa_api.deal_query import DealFilter
 from keepa_api.server import FakeKeepa
 from keepa_api.service import KeepaService
-from keepa_deals.errors import RequestRejected
+from keepa_base.errors import RequestRejected
 from pipeline.screen import screen, selection_ranges
 
 NEW, SALES_RANK, NINETY_DAYS = 1, 3, 3

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from actors.app import governor_config
-from keepa_deals.errors import ConfigError
+from keepa_base.errors import ConfigError
 from keepa_deals.settings import load_settings
 
 

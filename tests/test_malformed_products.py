@@ -17,8 +17,8 @@ from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.records import decode_products_each
 from keepa_api.server import FakeKeepa
+from keepa_base.errors import ConfigError, MalformedResponse
 from keepa_deals import set_aside, status
-from keepa_deals.errors import ConfigError, MalformedResponse
 from tests import test_steps
 from tests.test_steps import NOW, Runtime, asked_peek
 
@@ -147,7 +147,7 @@ def test_an_operator_sees_the_set_aside_products_and_replays_them(redis_server, 
 
 
 def test_a_failing_call_is_asked_for_again_a_bounded_number_of_times_then_set_aside(redis_db, store, keepa):
-    from keepa_deals.errors import TransientError
+    from keepa_base.errors import TransientError
 
     service, client = keepa
     good, _ = good_and_bad(service, 1, 0)

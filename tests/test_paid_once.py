@@ -17,7 +17,7 @@ from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
-from keepa_deals.errors import DatabaseUnavailable
+from keepa_base.errors import DatabaseUnavailable
 from pipeline import driver
 from pipeline.driver import MAX_CALL_ATTEMPTS
 from tests import test_steps

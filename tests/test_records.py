@@ -18,7 +18,7 @@ from keepa_api.records import (
     keepa_minute_to_datetime,
     load_body,
 )
-from keepa_deals.errors import MalformedResponse
+from keepa_base.errors import MalformedResponse
 
 CAT = Catalogue(5)
 ENVELOPE = {"timestamp": 1_700_000_000_000, "tokensLeft": 10, "refillIn": 500, "refillRate": 5,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from keepa_deals.errors import ScenarioError
+from keepa_base.errors import ScenarioError
 from simulator.scenario import load_scenario, parse_scenario
 
 MINIMAL = {"minutes": 60, "plan": {"refill_per_minute": 5}}

@@ -26,7 +26,7 @@ from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
 from keepa_api.tokens import Envelope
-from keepa_deals.errors import NotEnoughTokens
+from keepa_base.errors import NotEnoughTokens
 from pipeline import batching
 from pipeline.verdict import ViabilityRule
 from storage.store import open_store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keepa_deals.errors import ConfigError
+from keepa_base.errors import ConfigError
 from keepa_deals.settings import load_settings
 
 

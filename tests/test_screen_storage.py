@@ -8,7 +8,7 @@ import re
 import peewee
 import pytest
 
-from keepa_deals.errors import StorageError
+from keepa_base.errors import StorageError
 from storage import migrations
 from storage.db import open_database
 from storage.migrations import STEPS, migrate, schema_version

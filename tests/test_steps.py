@@ -25,7 +25,7 @@ from actors.steps import Steps
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
-from keepa_deals.errors import DatabaseUnavailable, TransientError
+from keepa_base.errors import DatabaseUnavailable, TransientError
 from metrics.exporter import build_registry
 from pipeline import batching
 from pipeline.driver import PEEK_WINDOW

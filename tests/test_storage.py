@@ -10,7 +10,7 @@ import peewee
 import pytest
 
 import storage.store
-from keepa_deals.errors import DatabaseUnavailable, StorageError
+from keepa_base.errors import DatabaseUnavailable, StorageError
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import open_database, statement_transaction
@@ -292,6 +292,13 @@ def test_a_failed_hot_write_rolls_back_whole_and_the_next_write_works(store):
         run("INSERT INTO no_such_table VALUES (1)", ())
     store.record_verdict("B000000001", True, "viable", 3_000)
     assert light(store, "B000000001")["state"] == "viable"
+
+
+def test_a_hot_write_refuses_to_run_inside_another_transaction(store):
+    with pytest.raises(ValueError, match="manual commit"), store.db.atomic(), statement_transaction(store.db) as run:
+        run(store._sql.verdict, ("viable", "nested", 2_000, 2_000, "B000000001"))
+    store.upsert_deal("B000000001", 1_000, 3_000)  # the refused write left no transaction open
+    assert not store.db.in_transaction() and store.deals_stored() == 1
 
 
 def test_storing_a_deal_again_writes_the_same_row(store):

@@ -8,7 +8,7 @@ import time
 import peewee
 import pytest
 
-from keepa_deals.errors import ConfigError, DatabaseUnavailable
+from keepa_base.errors import ConfigError, DatabaseUnavailable
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
 from storage.db import open_database

@@ -243,7 +243,7 @@ def test_a_second_up_on_the_same_redis_url_is_refused_naming_it_and_the_first_ke
 
 
 def test_a_state_folder_that_cannot_be_made_is_an_error_naming_the_variable(tmp_path):
-    from keepa_deals.errors import ConfigError
+    from keepa_base.errors import ConfigError
     from keepa_deals.stack import _var_dir
 
     blocker = tmp_path / "a-file"
