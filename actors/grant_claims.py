@@ -103,9 +103,9 @@ class Begun:
 
 
 class GrantClaims:
-    def __init__(self, client, broker, clock_ms):
+    def __init__(self, client, clock_ms, process: str | None = None):
         self.redis, self.clock_ms = client, clock_ms
-        self.process = getattr(broker, "broker_id", None) or uuid.uuid4().hex
+        self.process = process or uuid.uuid4().hex   # names this process's attempts (one per Steps)
         self._running: set[str] = set()   # this process's attempts under way
         self._lock = threading.Lock()
         self._beater: threading.Thread | None = None
@@ -202,15 +202,22 @@ class GrantClaims:
                 if not tokens:
                     self._beater = None
                     return
-            now = self.clock_ms()
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.zadd(ATTEMPTS_KEY, dict.fromkeys(tokens, now))
-                pipe.zremrangebyscore(ATTEMPTS_KEY, 0, now - CLAIM_TTL_MS)  # dead processes' leftovers
-                pipe.execute()
+                self.beat_once(tokens)
             except Exception as exc:  # Redis gone for a while: beat again next time
                 log.debug("could not beat for %d attempts: %s", len(tokens), exc)
             wake.wait(ATTEMPT_BEAT_MS / 1000)
+
+    def beat_once(self, tokens: list[str]) -> None:
+        """Refresh the beats of ``tokens``, read a moment ago. Only beats still present are refreshed
+        (``ZADD XX``): an attempt that ended since the read (its beat removed) stays ended, where a
+        plain ``ZADD`` would bring it back to life for ``ATTEMPT_TIMEOUT_MS`` and make the retry of
+        its grant skip as if a live attempt held it."""
+        now = self.clock_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(ATTEMPTS_KEY, dict.fromkeys(tokens, now), xx=True)
+        pipe.zremrangebyscore(ATTEMPTS_KEY, 0, now - CLAIM_TTL_MS)  # dead processes' leftovers
+        pipe.execute()
 
 
 def attempt_alive(client, token: str, now_ms: int) -> bool:

@@ -29,7 +29,7 @@ class Steps(FeedScan, Backfill):
         self.rt = rt
         self.frontier = ScanFrontier(rt.redis, ttl_ms=30 * rt.minute_ms)
         self.selection = deal_selection(rt.rule, rt.screen_query)
-        self.claims = GrantClaims(rt.redis, rt.broker, rt.clock_ms)
+        self.claims = GrantClaims(rt.redis, rt.clock_ms)
         self.tickets = PeekTickets(rt.redis)
 
     def rejected(self, request_id: str, cls: str, payload: dict, reason: str) -> None:
