@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from actors.ledger import GRANT_LOG_KEY, Ledger
+from actors.peek_tickets import TICKETS_KEY, TOUCHED_KEY
 from keepa_api.catalogue import Catalogue
 from keepa_api.server import FakeKeepa
 from storage.store import open_store
@@ -195,11 +196,11 @@ class Stack:
                     if asin.encode() in raw:
                         claim = self.redis.get(f"keepa-deals:grant:{rid.decode()}")
                         found[asin].append(f"{where} {rid.decode()} claim={claim}")
-        for key in self.redis.keys("dramatiq:*.msgs"):
-            for raw in self.redis.hvals(key):
-                for asin in asins:
-                    if asin.encode() in raw:
-                        found[asin].append(f"{key.decode()}: {raw[:160]!r}")
+        for ticket, raw in self.redis.hgetall(TICKETS_KEY).items():
+            for asin in asins:
+                if asin.encode() in raw:
+                    touched = self.redis.zscore(TOUCHED_KEY, ticket)
+                    found[asin].append(f"peek ticket {ticket.decode()} touched at {touched}")
         return found
 
     def unfinished(self, asins) -> set[str]:

@@ -11,7 +11,7 @@ import pytest
 from keepa_base.errors import ConfigError, DatabaseUnavailable
 from pipeline.commit import DealRecord
 from pipeline.watermark import Watermark
-from storage.db import open_database
+from storage.db import as_peewee_error, open_database
 from storage.migrations import migrate
 from storage.models import bind_models
 from storage.store import Store, open_store
@@ -125,3 +125,16 @@ def test_the_store_is_built_from_any_peewee_database(tmp_path):
     assert built.upsert_deal("B000000001", 1_000, 2_000) is True
     assert isinstance(db, peewee.SqliteDatabase) and "deals.db" in repr(built)
     built.close()
+
+
+def test_driver_errors_become_peewees_class_of_the_same_db_api_name():
+    import sqlite3
+
+    import psycopg2.errors
+
+    assert type(as_peewee_error(sqlite3.OperationalError("database is locked"))) is peewee.OperationalError
+    assert type(as_peewee_error(sqlite3.IntegrityError("UNIQUE"))) is peewee.IntegrityError
+    assert type(as_peewee_error(psycopg2.errors.UniqueViolation("dup"))) is peewee.IntegrityError
+    assert type(as_peewee_error(psycopg2.errors.UndefinedTable("no table"))) is peewee.ProgrammingError
+    unrelated = RuntimeError("not a driver error")
+    assert as_peewee_error(unrelated) is unrelated
