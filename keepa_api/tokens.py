@@ -41,10 +41,6 @@ class RateSchedule:
     def rate_at(self, minute: int) -> int:
         return self._rates[bisect_right(self._minutes, minute) - 1]
 
-    @property
-    def peak(self) -> int:
-        return max(self._rates)
-
 
 @dataclass(frozen=True, slots=True)
 class Envelope:

@@ -4,7 +4,6 @@
     KeepaDealsError
     +-- ConfigError            a bad setting (names the environment variable or option)
     +-- ScenarioError          a bad simulator scenario (names the key)
-    +-- ImpossibleRequest      the governor can never grant this request (cost above the bucket)
     +-- StorageError           the database refused or failed a storage call (never shows a password)
     |   +-- DatabaseUnavailable  cannot reach or lock the database now: retry later, nothing is lost
     +-- KeepaError             anything Keepa answered or failed to answer
@@ -28,10 +27,6 @@ class ConfigError(KeepaDealsError):
 
 class ScenarioError(KeepaDealsError):
     """A simulator scenario is invalid; the message names the key."""
-
-
-class ImpossibleRequest(KeepaDealsError):
-    """A request that could never be granted (its cost exceeds what the bucket can ever hold)."""
 
 
 class StorageError(KeepaDealsError):
