@@ -25,10 +25,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from actors.ledger import PREFIX as GOVERNOR_PREFIX
+
 log = logging.getLogger(__name__)
 
 OUTSTANDING_KEY = "keepa-deals:peek:outstanding"   # the peek window's count (actors.backfill)
 TICKETS_KEY = "keepa-deals:peek:tickets"
+GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY = GOVERNOR_PREFIX + "pending", GOVERNOR_PREFIX + "inflight"
 TOUCHED_KEY = "keepa-deals:peek:touched"
 # long enough for any request the governor holds while it lives; a late grant after it is harmless
 TICKET_TIMEOUT_MINUTES = 60
@@ -50,9 +53,20 @@ _CLOSE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('HDEL', KEYS[1], ARGV[1])
 """
-# ARGV: the oldest touch kept (ms). Drops older tickets (and any without a touch); returns
-# {dropped: [id, asins, touched, ...], open: [asins, ...]}.
+# KEYS 3 and 4: the governor's pending and in-flight hashes. ARGV: the oldest touch kept (ms), now
+# (ms). First touches every ticket a request the governor holds carries (a peek waiting for tokens
+# longer than the timeout is alive, not lost), then drops older tickets (and any without a touch);
+# returns {dropped: [id, asins, touched, ...], open: [asins, ...]}.
 _SWEEP = """
+for k = 3, 4 do
+  for _, raw in ipairs(redis.call('HVALS', KEYS[k])) do
+    local ok, entry = pcall(cjson.decode, raw)
+    local ticket = ok and type(entry) == 'table' and type(entry.payload) == 'table' and entry.payload.ticket
+    if type(ticket) == 'string' and redis.call('HEXISTS', KEYS[1], ticket) == 1 then
+      redis.call('ZADD', KEYS[2], ARGV[2], ticket)
+    end
+  end
+end
 local dropped = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'WITHSCORES')) do
   table.insert(dropped, id)
@@ -102,6 +116,8 @@ class PeekTickets:
         scripts = {name: client.register_script(text)
                    for name, text in (("open", _OPEN), ("touch", _TOUCH), ("close", _CLOSE), ("sweep", _SWEEP))}
         self._run = lambda name, *args: scripts[name](keys=keys, args=list(args))
+        sweep_keys = [*keys, GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY]
+        self._sweep = lambda *args: scripts["sweep"](keys=sweep_keys, args=list(args))
 
     def open(self, ticket: str, asins: list[str], now_ms: int) -> None:
         """Open ``ticket`` for the claimed ``asins``; do it before sending the request that carries it."""
@@ -118,8 +134,9 @@ class PeekTickets:
 
     def sweep(self, now_ms: int, timeout_ms: int) -> Sweep:
         """Drop the tickets untouched for ``timeout_ms`` (each with a warning) and say what the open
-        ones cover, all in one atomic step."""
-        dropped, still_open = self._run("sweep", now_ms - timeout_ms)
+        ones cover, all in one atomic step. A ticket whose request the governor holds (pending or
+        granted) counts as touched now, however long it has waited for tokens."""
+        dropped, still_open = self._sweep(now_ms - timeout_ms, now_ms)
         ids = []
         for at in range(0, len(dropped), 3):
             ticket, asins, touched = (v.decode() for v in dropped[at:at + 3])

@@ -18,14 +18,17 @@ import pytest
 
 from actors import app
 from actors.broker import make_broker
+from actors.governor_actor import GovernorHost
+from actors.ledger import Ledger, Ops
 from actors.peek_tickets import TICKET_TIMEOUT_MINUTES, PeekTickets
 from actors.processes import CLAIM_TIMEOUT_MINUTES, scheduler_tick
 from actors.scan import read_pages
 from actors.steps import Steps
+from governor.config import GovernorConfig
 from keepa_api.catalogue import Catalogue
 from keepa_api.client import KeepaClient
 from keepa_api.server import FakeKeepa
-from keepa_api.tokens import Envelope
+from keepa_api.tokens import Envelope, TokenBucket
 from keepa_base.errors import NotEnoughTokens
 from pipeline import batching
 from pipeline.verdict import ViabilityRule
@@ -243,3 +246,30 @@ def test_a_delayed_re_ask_reaches_the_governor_through_the_worker_queue_actor(ru
     assert [r["id"] for r in again] == [request["id"].rsplit(":", 1)[0] + ":1"]
     assert again[0]["payload"]["ticket"] == request["payload"]["ticket"]
     assert all(delay is None for queue, _, delay in sent if queue == "governor")
+
+
+def test_a_peek_the_governor_holds_longer_than_the_ticket_timeout_keeps_its_ticket_and_claim(runtime, caplog):
+    """On a slow plan a peek may wait for tokens longer than the ticket timeout. The governor holds
+    its request (pending, written by the governor itself), so the ticket is alive: it is not dropped,
+    its claim is not returned, nothing is asked twice."""
+    rt, catalogue = runtime
+    (asin,) = new_deals(rt, catalogue, 1)
+    rt.now = asked_at = NOW - (TICKET_TIMEOUT_MINUTES + 5) * MINUTE_MS
+    assert rt.steps.top_up() == 1
+    (request,) = peek_requests(rt.broker)
+    empty = TokenBucket(5, start_tokens=0, start_ms=asked_at)   # nothing to grant with: the request waits
+    host = GovernorHost(Ledger(rt.redis, holder="gov"), rt.broker, GovernorConfig(recharge="off"),
+                        lambda: empty.envelope(asked_at), clock_ms=lambda: asked_at)
+    assert host.begin(asked_at)
+    ops = Ops()
+    host.apply("request", request, asked_at, ops)
+    assert host.finish(asked_at, ops)
+    assert request["id"] in {r.id for r in host.gov.queues["peek"]}, "the governor holds it, ungranted"
+
+    rt.now = NOW
+    with caplog.at_level(logging.WARNING, logger="actors.peek_tickets"):
+        assert scheduler_tick(rt, NOW)
+    assert "dropped" not in caplog.text
+    assert peek_requests(rt.broker) == []                                  # nothing asked twice
+    assert state_of(rt.store, [asin]) == {asin: "peeking"}                 # the claim is still its request's
+    assert PeekTickets(rt.redis).touch(request["payload"]["ticket"], NOW)  # and its grant will call
