@@ -77,6 +77,7 @@ def run_worker(settings: Settings, threads: int | None = None) -> int:
 
 def run_governor(settings: Settings) -> int:
     """The governor: its own batch loop (see :mod:`actors.governor_loop`), not a Dramatiq worker."""
+    from actors.broker import make_broker
     from actors.doorbell import Doorbell
     from actors.governor_loop import GovernorLoop
 
@@ -87,10 +88,12 @@ def run_governor(settings: Settings) -> int:
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
     doorbell = Doorbell(settings.redis_url)
     try:
-        GovernorLoop(rt, stop, doorbell).run()
+        GovernorLoop(rt, stop, doorbell, new_broker=lambda: make_broker(settings.redis_url)).run()
     finally:
         doorbell.close()
-        rt.broker.close()
+        rt.host.broker.close()   # the loop may have replaced the broker it started with
+        if rt.broker is not rt.host.broker:
+            rt.broker.close()
     return 0
 
 
