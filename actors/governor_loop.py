@@ -36,6 +36,7 @@ import logging
 import redis
 from dramatiq.errors import BrokerConnectionError
 
+from actors.broker import close_broker
 from actors.doorbell import QUEUE
 from actors.ledger import Ops
 from actors.messages import MalformedMessage
@@ -94,7 +95,7 @@ class GovernorLoop:
         old, self.consumer, self.batch = self.host.broker, None, []
         self.host.broker = self.new_broker()
         try:
-            old.close()
+            close_broker(old)
         except Exception as exc:  # a broker whose Redis is gone may fail to close: it is dropped anyway
             log.debug("closing the old broker failed: %s", exc)
         log.warning("governor %s uses a new broker; the old one's unacknowledged messages return once its "

@@ -77,7 +77,7 @@ def run_worker(settings: Settings, threads: int | None = None) -> int:
 
 def run_governor(settings: Settings) -> int:
     """The governor: its own batch loop (see :mod:`actors.governor_loop`), not a Dramatiq worker."""
-    from actors.broker import make_broker
+    from actors.broker import close_broker, make_broker
     from actors.doorbell import Doorbell
     from actors.governor_loop import GovernorLoop
 
@@ -86,14 +86,18 @@ def run_governor(settings: Settings) -> int:
         return 0
     rt = setup(settings, with_host=True)
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
+
+    def new_broker():   # the loop's own, used by its thread alone (and made afresh after a lost reply)
+        return make_broker(settings.redis_url, single_connection=True)
+
+    rt.host.broker = new_broker()
     doorbell = Doorbell(settings.redis_url)
     try:
-        GovernorLoop(rt, stop, doorbell, new_broker=lambda: make_broker(settings.redis_url)).run()
+        GovernorLoop(rt, stop, doorbell, new_broker=new_broker).run()
     finally:
         doorbell.close()
-        rt.host.broker.close()   # the loop may have replaced the broker it started with
-        if rt.broker is not rt.host.broker:
-            rt.broker.close()
+        close_broker(rt.host.broker)   # the loop's own (it may have replaced the first)
+        rt.broker.close()
     return 0
 
 
