@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from dramatiq import Message
 
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 STALE_GRANT_MS = 120_000       # a grant with no settle for this long is looked at again
 SNAPSHOT_EVERY_MS = 1_000
+# grants sent at once: in `python -m bench grants` (1,000 requests a second on a loaded 2-core
+# machine) sending 8 at a time instead of one by one cut the request-to-grant p50 from 21-121 ms to
+# 12-24 ms and the p99 from 70-317 ms to 41-74 ms (three alternating runs each)
+SEND_THREADS = 8
 ACTOR_FOR = {c: f"keepa_{c}" for c in CLASSES}
 
 
@@ -52,6 +57,7 @@ class GovernorHost:
         self._snapshot_ms = 0
         self._lease_ms = 0          # when (host clock) this process last renewed or took the lease
         self._outbox: list[Message] = []   # the batch's grants and rejections, written, then sent
+        self._senders: ThreadPoolExecutor | None = None
 
     # -- leadership and state -------------------------------------------------------------------
     def _take_over(self, now: int) -> None:
@@ -129,9 +135,24 @@ class GovernorHost:
         return len(unsent)
 
     def _send(self, messages: list[Message]) -> None:
-        for message in messages:
-            self.broker.enqueue(message)
+        """Hand ``messages`` to Dramatiq (``Broker.enqueue``, one round trip each, ``SEND_THREADS``
+        at a time: a broker is safe to share between threads, and under load most of a round trip
+        is waiting on Redis), then take them out of the outbox. If one fails this raises, and the
+        outbox keeps them all for the next take-over."""
+        if len(messages) == 1:
+            self.broker.enqueue(messages[0])
+        elif messages:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="governor-send")
+            for _ in self._senders.map(self.broker.enqueue, messages):
+                pass
         self.ledger.sent([message.message_id for message in messages])
+
+    def close(self) -> None:
+        """Stop the sending threads (the process is stopping)."""
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
+            self._senders = None
 
     # -- messages -------------------------------------------------------------------------------
     def _request(self, body, now, ops) -> None:

@@ -87,8 +87,8 @@ def run_governor(settings: Settings) -> int:
     rt = setup(settings, with_host=True)
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
 
-    def new_broker():   # the loop's own, used by its thread alone (and made afresh after a lost reply)
-        return make_broker(settings.redis_url, single_connection=True)
+    def new_broker():   # the loop's own (made afresh after a reply from Redis may have been lost)
+        return make_broker(settings.redis_url)
 
     rt.host.broker = new_broker()
     doorbell = Doorbell(settings.redis_url)
@@ -96,6 +96,7 @@ def run_governor(settings: Settings) -> int:
         GovernorLoop(rt, stop, doorbell, new_broker=new_broker).run()
     finally:
         doorbell.close()
+        rt.host.close()
         close_broker(rt.host.broker)   # the loop's own (it may have replaced the first)
         rt.broker.close()
     return 0

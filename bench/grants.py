@@ -88,26 +88,40 @@ def _receiver(redis_url: str, arrivals, stop, threads: int) -> None:
 
 
 def _light_receiver(redis_url: str, arrivals, stop, threads: int) -> None:
-    """A grant receiver that only takes grants off the ``commit`` queue (Dramatiq's public consumer:
-    everything one fetch brings, up to 256, napping 0.5 ms when there is none) and settles them:
-    what it times is when the governor's grant reached the queue, not how soon a Dramatiq worker
-    picks it up. Grants are timed as they come out of the fetch, before any is settled."""
+    """A grant receiver that only takes grants off the ``commit`` queue and settles them: what it
+    times is when the governor's grant reached the queue, not how soon a Dramatiq worker picks it
+    up. One thread fetches (Dramatiq's public consumer: everything waiting, up to 256 a fetch,
+    napping 0.5 ms when there is none), times each grant as it comes out of the fetch and
+    acknowledges it; ``threads`` threads send the settles, so the fetching thread is not held up by
+    them (a receiver slower than the governor would time its own backlog)."""
+    import queue as queues
+    from concurrent.futures import ThreadPoolExecutor
 
     from actors.broker import make_broker
 
     broker = make_broker(redis_url)
     consumer = broker.consume("commit", prefetch=256, timeout=1)
-    while not stop.is_set():
-        grants = []
-        while len(grants) < 256 and (grant := next(consumer)) is not None:
-            arrivals.put((grant.args[0], time.monotonic()))
-            grants.append(grant)
-        if not grants:
-            time.sleep(0.0005)
-            continue
-        for grant in grants:
-            broker.enqueue(to_governor("settle", settle_body(grant.args[0])))
-            consumer.ack(grant)
+    settles: queues.SimpleQueue = queues.SimpleQueue()
+
+    def settle_forever() -> None:
+        while (grant_id := settles.get()) is not None:
+            broker.enqueue(to_governor("settle", settle_body(grant_id)))
+
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(threads):
+            pool.submit(settle_forever)
+        while not stop.is_set():
+            grants = []
+            while len(grants) < 256 and (grant := next(consumer)) is not None:
+                arrivals.put((grant.args[0], time.monotonic()))
+                settles.put(grant.args[0])
+                grants.append(grant)
+            if not grants:
+                time.sleep(0.0005)
+            for grant in grants:
+                consumer.ack(grant)
+        for _ in range(threads):
+            settles.put(None)
     consumer.close()
     broker.close()
 

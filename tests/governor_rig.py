@@ -24,7 +24,7 @@ NOW = current_millis()
 
 def make_loop(redis_url: str, *, holder: str = "me", token_source=None, clock=None, config=None,
               doorbell=None, stop=None) -> GovernorLoop:
-    broker = make_broker(redis_url, single_connection=True)   # as actors.processes.run_governor makes it
+    broker = make_broker(redis_url)
     clock = clock or SimpleNamespace(ms=NOW)
     token_source = token_source or (lambda: Envelope(clock.ms, 1_000, 60_000, 100))
     host = GovernorHost(Ledger(broker.client, holder=holder), broker, config or GovernorConfig(),
@@ -33,12 +33,13 @@ def make_loop(redis_url: str, *, holder: str = "me", token_source=None, clock=No
         stop = threading.Event()
         stop.set()   # the loop never waits when idle: the test drives it step by step
     loop = GovernorLoop(SimpleNamespace(host=host), stop, doorbell or Doorbell(redis_url, max_wait_s=30.0),
-                        new_broker=lambda: make_broker(redis_url, single_connection=True))
+                        new_broker=lambda: make_broker(redis_url))
     loop.clock = clock
     return loop
 
 
 def close_loop(loop: GovernorLoop) -> None:
+    loop.host.close()
     loop.host.broker.close()
     if isinstance(loop.doorbell, Doorbell):
         loop.doorbell.close()
