@@ -139,14 +139,19 @@ class GovernorHost:
         at a time: a broker is safe to share between threads, and under load most of a round trip
         is waiting on Redis), then take them out of the outbox. If one fails this raises, and the
         outbox keeps them all for the next take-over."""
-        if len(messages) == 1:
-            self.broker.enqueue(messages[0])
-        elif messages:
+        shares = [messages[i::SEND_THREADS] for i in range(min(SEND_THREADS, len(messages)))]
+        if len(shares) == 1:
+            self._enqueue_all(shares[0])
+        elif shares:
             if self._senders is None:
                 self._senders = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="governor-send")
-            for _ in self._senders.map(self.broker.enqueue, messages):
+            for _ in self._senders.map(self._enqueue_all, shares):   # one task a thread, not a message
                 pass
         self.ledger.sent([message.message_id for message in messages])
+
+    def _enqueue_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.broker.enqueue(message)
 
     def close(self) -> None:
         """Stop the sending threads (the process is stopping)."""
