@@ -20,12 +20,15 @@ and what it must send are written in one round trip, all or nothing.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import redis
 from dramatiq import Message
 
 from actors.lua_scripts import register
+
+log = logging.getLogger(__name__)
 
 PREFIX = "keepa-deals:governor:"
 KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
@@ -103,8 +106,19 @@ class Ledger:
 
     def unsent(self) -> list[Message]:
         """The messages written to the outbox and not yet marked sent (a governor stopped between
-        its write and its sends), each with the Dramatiq message id it was written with."""
-        return [Message.decode(raw) for raw in self.redis.hvals(OUTBOX_KEY)]
+        its write and its sends), each with the Dramatiq message id it was written with. One that
+        cannot be decoded (written by hand, or by a release with another message format) would
+        stop every take-over: it is logged with its id and removed instead."""
+        messages, broken = [], []
+        for message_id, raw in self.redis.hgetall(OUTBOX_KEY).items():
+            try:
+                messages.append(Message.decode(raw))
+            except Exception as exc:  # Dramatiq raises DecodeError, or whatever its decoder raised
+                log.error("outbox message %s cannot be decoded (%s); dropped: %.200r", message_id, exc, raw)
+                broken.append(message_id)
+        if broken:
+            self.redis.hdel(OUTBOX_KEY, *broken)
+        return messages
 
     def sent(self, message_ids: list[str]) -> None:
         """Take messages Dramatiq has accepted out of the outbox (one round trip). Not fenced: a

@@ -120,3 +120,13 @@ def test_a_write_the_lease_refuses_puts_nothing_in_the_outbox(sender):
     assert [m.message_id for m in ledger.unsent()] == [grant.message_id]
     ledger.sent([grant.message_id])
     assert ledger.unsent() == []
+
+
+def test_an_outbox_entry_that_cannot_be_decoded_is_logged_and_dropped_not_a_stuck_take_over(sender, caplog):
+    ledger = Ledger(sender.client, holder="me")
+    grant = to_governor("wake", {}).copy(queue_name="commit", actor_name="keepa_commit")
+    assert ledger.commit(Ops(), None, [grant])
+    sender.client.hset(OUTBOX_KEY, "broken-id", b"{not a message")
+    assert [m.message_id for m in ledger.unsent()] == [grant.message_id]
+    assert "outbox message b'broken-id' cannot be decoded" in caplog.text
+    assert sender.client.hkeys(OUTBOX_KEY) == [grant.message_id.encode()]
