@@ -15,6 +15,7 @@ unacknowledged messages come back once its heartbeat is 15 s old (:mod:`actors.g
 from __future__ import annotations
 
 import os
+from functools import cache
 
 from dramatiq.brokers.redis import RedisBroker
 
@@ -31,10 +32,17 @@ def make_broker(redis_url: str, **overrides) -> RedisBroker:
     broker = RedisBroker(url=redis_url, **options)
     broker.add_middleware(RingOnEnqueue(broker.client))  # the governor's doorbell (actors.doorbell)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from metrics.dramatiq_seconds import DramatiqSeconds
-
-        broker.add_middleware(DramatiqSeconds())  # Dramatiq's own metrics, in seconds, for /metrics
+        broker.add_middleware(_dramatiq_seconds())  # Dramatiq's own metrics, in seconds, for /metrics
     return broker
+
+
+@cache
+def _dramatiq_seconds():
+    """One per process: its metrics register once, whatever the brokers the process makes (the
+    governor makes a new one after a lost reply)."""
+    from metrics.dramatiq_seconds import DramatiqSeconds
+
+    return DramatiqSeconds()
 
 
 def close_broker(broker: RedisBroker) -> None:
