@@ -87,18 +87,18 @@ def run_governor(settings: Settings) -> int:
     rt = setup(settings, with_host=True)
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
 
-    def new_broker():   # the loop's own (made afresh after a reply from Redis may have been lost)
+    def new_broker():   # after a reply from Redis may have been lost: a new broker id
         return make_broker(settings.redis_url)
 
-    rt.host.broker = new_broker()
     doorbell = Doorbell(settings.redis_url)
     try:
         GovernorLoop(rt, stop, doorbell, new_broker=new_broker).run()
     finally:
         doorbell.close()
         rt.host.close()
-        close_broker(rt.host.broker)   # the loop's own (it may have replaced the first)
-        rt.broker.close()
+        close_broker(rt.host.broker)   # the loop's (it may have replaced the first)
+        if rt.broker is not rt.host.broker:
+            close_broker(rt.broker)
     return 0
 
 
