@@ -18,7 +18,7 @@ import redis
 
 from actors.asks import ASK_AGAIN_ACTOR
 from actors.broker import make_broker
-from actors.governor_actor import STALE_GRANT_MS, GovernorHost
+from actors.governor_host import STALE_GRANT_MS, GovernorHost
 from actors.ledger import Ledger
 from actors.messages import MalformedMessage
 from actors.scan import read_pages
@@ -140,13 +140,6 @@ def setup(settings: Settings, *, broker=None, store=None, client=None, with_host
 
 def _declare_actors(broker) -> None:
     common = {"broker": broker, "throws": (MalformedMessage, BadKey)}
-
-    @dramatiq.actor(queue_name="governor", actor_name="keepa_governor", max_retries=10_000,
-                    min_backoff=500, max_backoff=5_000, **common)
-    def keepa_governor(kind, body):
-        if RUNTIME.host is None:
-            raise dramatiq.Retry(delay=2_000)  # not a governor process: hand it back
-        RUNTIME.host.handle(kind, body)
 
     @dramatiq.actor(queue_name="upsert", actor_name="keepa_upsert", max_retries=5, **common)
     def keepa_upsert(grant_id, payload):

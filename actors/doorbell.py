@@ -1,22 +1,23 @@
 """The governor's doorbell: putting a message on the governor's queue rings it, and the governor,
 finding its queue empty, blocks on it instead of polling.
 
-Dramatiq's Redis queues cannot be waited on (a fetch is a Lua script that returns at once), so the
-governor loop used to fetch every millisecond while busy and every 5 ms when idle: 0.13-0.17 of a
-core in the ingest bench, where its own work costs ~0.02, and ~200 fetches a second doing nothing.
+Dramatiq's Redis queues cannot be waited on (a fetch is a Lua script that returns at once), so a
+governor that only fetched would poll: every millisecond to keep its latency low, ~0.15 of a core
+doing nothing.
 
-The bell is a Redis list kept to one item. The script that puts messages on a queue
-(:data:`actors.dispatch.SEND_AND_ACK_LUA`) pushes onto it when one of them is for the governor, in
-the same round trip; :func:`actors.broker.make_broker`'s broker sends every undelayed message for the
-governor through that script. The governor, when a fetch finds nothing, waits on the list with
-``BLPOP``, which takes the bell. No wake-up is lost: a bell is pushed with or after its message, so
-a bell the governor took belongs to a message its next fetch finds. A bell for a message already
-fetched costs one empty fetch. Messages that arrive without a bell (delayed ones, those Redis
-maintenance requeues from a dead process) are found by the fetch the governor makes when its wait
-times out (:class:`actors.governor_loop.GovernorLoop` bounds it).
+The bell is a Redis list of ours kept to one item. :class:`RingOnEnqueue`, a Dramatiq middleware
+every process's broker carries (:func:`actors.broker.make_broker`), pushes onto it in its public
+``after_enqueue`` hook whenever an undelayed message was put on the governor's queue (one round trip
+more for the sender). The governor, when a fetch finds nothing, waits on the list with ``BLPOP``,
+which takes the bell. No wake-up is lost: a bell is pushed after its message, so a bell the governor
+took belongs to a message its next fetch finds. A bell for a message already fetched costs one empty
+fetch. Messages that arrive without a bell (those Dramatiq's maintenance requeues from a dead
+process) are found by the fetch the governor makes when its wait times out
+(:class:`actors.governor_loop.GovernorLoop` bounds it).
 
-The bell only saves time: if waiting on it fails (Redis gone), the governor naps instead and its
-next fetch meets the failure, which the loop already handles.
+The bell only saves time: if ringing fails the message is still queued and found by that fetch; if
+waiting on it fails (Redis gone), the governor naps instead and its next fetch meets the failure,
+which the loop already handles.
 """
 
 from __future__ import annotations
@@ -24,12 +25,33 @@ from __future__ import annotations
 import logging
 import time
 
+import dramatiq
 import redis
+
+from actors.messages import GOVERNOR_QUEUE
 
 log = logging.getLogger(__name__)
 
 BELL_KEY = "keepa-deals:governor:bell"
-QUEUE = "governor"
+QUEUE = GOVERNOR_QUEUE
+
+
+class RingOnEnqueue(dramatiq.Middleware):
+    """The senders' side: ring after an undelayed message was enqueued for the governor."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    def after_enqueue(self, broker, message, delay) -> None:
+        if message.queue_name != QUEUE or delay is not None:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(BELL_KEY, "1")
+            pipe.ltrim(BELL_KEY, 0, 0)
+            pipe.execute()
+        except redis.RedisError as exc:  # the message is queued: the governor's next poll finds it
+            log.warning("could not ring the governor's doorbell (%s); it finds the message at its next poll", exc)
 
 
 class Doorbell:

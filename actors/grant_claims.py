@@ -29,6 +29,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
+from actors.lua_scripts import register
 from keepa_base.redis_keys import REPEATED_KEY
 
 log = logging.getLogger(__name__)
@@ -40,32 +41,6 @@ ATTEMPT_BEAT_MS = 5_000
 ATTEMPT_TIMEOUT_MS = 15_000   # three beats missed: gone (Dramatiq's heartbeat timeout, actors/broker.py)
 CALLING, ANSWERED, DONE, RELEASED = "calling", "answered", "done", "released"
 CALL, STORE, SKIP = "call", "store", "skip"
-
-# KEYS: the claim, the attempts' beats. ARGV: the new claim, its TTL, the attempt, now (ms).
-_BEGIN = """
-local current = redis.call('GET', KEYS[1])
-if current then return current end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-return false
-"""
-
-# ARGV: the claim expected, the claim to put, its TTL, the attempt, now (ms).
-_SWAP = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
-return 1
-"""
-
-# Put a claim only while ``owner`` (ARGV[1]) still holds it. ARGV: the owner, the claim to put, its TTL.
-_OWNED_SET = """
-local current = redis.call('GET', KEYS[1])
-if not current or cjson.decode(current)['owner'] ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -109,9 +84,9 @@ class GrantClaims:
         self._running: set[str] = set()   # this process's attempts under way
         self._lock = threading.Lock()
         self._beater: threading.Thread | None = None
-        self._begin = client.register_script(_BEGIN)
-        self._swap = client.register_script(_SWAP)
-        self._owned_set = client.register_script(_OWNED_SET)
+        self._begin = register(client, "claim_begin")
+        self._swap = register(client, "claim_swap")
+        self._owned_set = register(client, "claim_owned_set")
 
     def _doc(self, state: str, owner: str, answer: dict | None = None) -> str:
         doc = {"state": state, "owner": owner, "since_ms": self.clock_ms()}

@@ -4,75 +4,39 @@ Keys (prefix ``keepa-deals:governor:``): ``core`` (JSON scalars), ``pending`` an
 (hashes: request or grant JSON with its payload), ``done`` (sorted set of finished ids by time, as
 many as the policy remembers: ``remember_ms`` back, at most ``remember_done``), ``lease`` (the
 leader's id, with a TTL, renewed by the leader every third of it whether or not it writes:
-``actors.governor_actor.GovernorHost.begin``), ``snapshot`` (the state document for status and metrics),
+``actors.governor_host.GovernorHost.begin``), ``snapshot`` (the state document for status and metrics),
 ``grants`` (every grant id in the order granted, the newest ``GRANT_LOG_MAX``, written in the same
-script as the grant: the log that shows no request was granted twice).
+script as the grant: the log that shows no request was granted twice), ``outbox`` (a hash: Dramatiq
+message id -> encoded message, the grants and rejections written with the state and not yet handed
+to Dramatiq: see :mod:`actors.governor_host`).
 
-Every write is one Lua script that first checks the lease: a governor that lost its lease (paused,
-partitioned, a second one started by mistake) can no longer change anything. Fencing, not hope.
-The commit script also takes a lease nobody holds (what :meth:`Ledger.acquire` would do first),
-writes the snapshot, and enqueues the grants and acknowledges the applied messages it is given
-(:class:`actors.dispatch.Outbox`), so a batch costs one round trip to Redis here, all or nothing.
+Every write is one Lua script (``actors/lua/*.lua``) that first checks the lease: a governor that
+lost its lease (paused, partitioned, a second one started by mistake) can no longer change anything.
+Fencing, not hope. The commit script also takes a lease nobody holds (what :meth:`Ledger.acquire`
+would do first), writes the snapshot and puts the batch's messages in the outbox, so a batch's state
+and what it must send are written in one round trip, all or nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import redis
+from dramatiq import Message
 
-from actors.dispatch import SEND_AND_ACK_LUA, Outbox
+from actors.lua_scripts import register
 from keepa_base.redis_keys import SNAPSHOT_KEY
+
+log = logging.getLogger(__name__)
 
 PREFIX = "keepa-deals:governor:"
 KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
 GRANT_LOG_KEY = PREFIX + "grants"   # every grant id, in grant order: an audit trail (at most GRANT_LOG_MAX)
+OUTBOX_KEY = PREFIX + "outbox"      # Dramatiq message id -> encoded message, written but not yet sent
 GRANT_LOG_MAX = 100_000
 LEASE_MS = 30_000
-
-_COMMIT = SEND_AND_ACK_LUA + f"local GRANT_LOG_MAX = {GRANT_LOG_MAX}\n" + """
-local holder = redis.call('GET', KEYS[1])
-if holder ~= false and holder ~= ARGV[1] then return 0 end
-local ops = cjson.decode(ARGV[2])
-if ops.core then redis.call('SET', KEYS[2], ops.core) end
-for _, kv in ipairs(ops.pending_add) do redis.call('HSET', KEYS[3], kv[1], kv[2]) end
-for _, k in ipairs(ops.pending_del) do redis.call('HDEL', KEYS[3], k) end
-for _, kv in ipairs(ops.inflight_add) do
-  redis.call('HSET', KEYS[4], kv[1], kv[2])
-  redis.call('RPUSH', KEYS[7], kv[1])
-end
-if #ops.inflight_add > 0 then redis.call('LTRIM', KEYS[7], -GRANT_LOG_MAX, -1) end
-for _, k in ipairs(ops.inflight_del) do redis.call('HDEL', KEYS[4], k) end
-for _, kv in ipairs(ops.done_add) do redis.call('ZADD', KEYS[5], kv[2], kv[1]) end
-if ops.done_before then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.done_before) end
-if ops.done_keep then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(ops.done_keep + 1)) end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
-if #ARGV > 4 then send_and_ack(5) end
-return 1
-"""
-
-_ACQUIRE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# a key held by ARGV[1]: renewed for ARGV[2] ms, or deleted; 0 if someone else holds it (also used by
-# keepa_deals.running_stack for the `up` marker)
-RENEW_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-RELEASE_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class Ops:
@@ -106,10 +70,10 @@ class Ledger:
         self.redis = client
         self.lease_ms = lease_ms
         self.holder = holder or uuid.uuid4().hex
-        self._commit = client.register_script(_COMMIT)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(RENEW_IF_HELD)
-        self._release = client.register_script(RELEASE_IF_HELD)
+        self._commit = register(client, "commit")
+        self._acquire = register(client, "acquire")
+        self._renew = register(client, "renew_if_held")
+        self._release = register(client, "release_if_held")
 
     def acquire(self) -> bool:
         """Take or renew the lease; False while another governor holds it."""
@@ -130,12 +94,37 @@ class Ledger:
         value = self.redis.get(KEYS[0])
         return value.decode() if value else None
 
-    def commit(self, ops: Ops, snapshot: dict | None = None, outbox: Outbox | None = None) -> bool:
+    def commit(self, ops: Ops, snapshot: dict | None = None, outbox: list[Message] = ()) -> bool:
         """Apply ``ops`` (and write ``snapshot``) only if no other process holds the lease; renew it;
-        in the same atomic step send and acknowledge what ``outbox`` holds. False: nothing happened."""
+        in the same atomic step put ``outbox`` (messages to send, by Dramatiq message id) in the
+        outbox. False: nothing happened."""
         doc = json.dumps(snapshot, separators=(",", ":")) if snapshot is not None else ""
-        args = [self.holder, ops.to_json(), self.lease_ms, doc, *(outbox.args if outbox else ())]
-        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY, GRANT_LOG_KEY], args=args))
+        args = [self.holder, ops.to_json(), self.lease_ms, doc, GRANT_LOG_MAX]
+        for message in outbox:
+            args += [message.message_id, message.encode()]
+        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY, GRANT_LOG_KEY, OUTBOX_KEY], args=args))
+
+    def unsent(self) -> list[Message]:
+        """The messages written to the outbox and not yet marked sent (a governor stopped between
+        its write and its sends), each with the Dramatiq message id it was written with. One that
+        cannot be decoded (written by hand, or by a release with another message format) would
+        stop every take-over: it is logged with its id and removed instead."""
+        messages, broken = [], []
+        for message_id, raw in self.redis.hgetall(OUTBOX_KEY).items():
+            try:
+                messages.append(Message.decode(raw))
+            except Exception as exc:  # Dramatiq raises DecodeError, or whatever its decoder raised
+                log.error("outbox message %s cannot be decoded (%s); dropped: %.200r", message_id, exc, raw)
+                broken.append(message_id)
+        if broken:
+            self.redis.hdel(OUTBOX_KEY, *broken)
+        return messages
+
+    def sent(self, message_ids: list[str]) -> None:
+        """Take messages Dramatiq has accepted out of the outbox (one round trip). Not fenced: a
+        message taken out late was sent, and one sent twice is dropped by its receiver's claim."""
+        if message_ids:
+            self.redis.hdel(OUTBOX_KEY, *message_ids)
 
     def load(self) -> tuple[dict | None, list[dict], list[dict], dict[str, int]]:
         pipe = self.redis.pipeline()

@@ -7,14 +7,26 @@ stored is touched.
 
 from __future__ import annotations
 
+from dramatiq import Message
+
 from keepa_api.tokens import Envelope
 from keepa_base.calls import ENDPOINTS as ENDPOINTS  # re-exported: the governor checks settles against them
 from keepa_base.calls import OUTCOMES as OUTCOMES
 from keepa_base.errors import KeepaDealsError
 
+GOVERNOR_QUEUE = "governor"
+# Dramatiq messages name an actor; no actor consumes the governor's queue (the governor process's
+# own loop does, actors.governor_loop), but every message for it carries this name
+GOVERNOR_ACTOR = "keepa_governor"
+
 
 class MalformedMessage(KeepaDealsError):
     """A message that can never be processed; the text says which field is wrong."""
+
+
+def to_governor(kind: str, body: dict) -> Message:
+    """A message for the governor: ``kind`` is ``request``, ``settle`` or ``wake``."""
+    return Message(queue_name=GOVERNOR_QUEUE, actor_name=GOVERNOR_ACTOR, args=(kind, body), kwargs={}, options={})
 
 
 def field(body, name: str, kind, where: str):

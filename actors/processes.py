@@ -75,6 +75,7 @@ def run_worker(settings: Settings, threads: int | None = None) -> int:
 
 def run_governor(settings: Settings) -> int:
     """The governor: its own batch loop (see :mod:`actors.governor_loop`), not a Dramatiq worker."""
+    from actors.broker import close_broker, make_broker
     from actors.doorbell import Doorbell
     from actors.governor_loop import GovernorLoop
 
@@ -83,12 +84,19 @@ def run_governor(settings: Settings) -> int:
         return 0
     rt = setup(settings, with_host=True)
     log.info("governor %s running its batch loop", rt.host.ledger.holder[:8])
+
+    def new_broker():   # after a reply from Redis may have been lost: a new broker id
+        return make_broker(settings.redis_url)
+
     doorbell = Doorbell(settings.redis_url)
     try:
-        GovernorLoop(rt, stop, doorbell).run()
+        GovernorLoop(rt, stop, doorbell, new_broker=new_broker).run()
     finally:
         doorbell.close()
-        rt.broker.close()
+        rt.host.close()
+        close_broker(rt.host.broker)   # the loop's (it may have replaced the first)
+        if rt.broker is not rt.host.broker:
+            close_broker(rt.broker)
     return 0
 
 

@@ -3,15 +3,18 @@
 Run with ``make bench`` (all sections) or ``python -m bench grants``. Everything printed is measured
 in this run on this machine; every server and process started here is stopped on the way out.
 
-1. request -> grant -> settle. A real redis-server, the real governor actor
-   (:class:`actors.governor_actor.GovernorHost` on :class:`actors.ledger.Ledger`, declared by
-   :func:`actors.app.setup`) in a real Dramatiq ``Worker`` in its own process (queue ``governor``,
-   one thread). Client threads in this process each send a ``request`` (class ``commit``), wait for
+1. request -> grant -> settle. A real redis-server, the real governor process (``keepa-deals
+   governor``: :func:`actors.processes.run_governor`, its batch loop on Dramatiq's public consumer)
+   in its own process. Client threads in this process each send a ``request`` (class ``commit``), wait for
    the grant, which a ``keepa_commit`` actor here receives (a real Dramatiq worker), timestamps and
    settles at once with a plausible envelope. Tokens are plentiful on purpose (``/token`` answers
    balance 10^6, refill 100,000 a minute; settles report the same), so the governor never waits on
    tokens: what is measured is the machinery. Side by side, on the same Redis, the same number of
    threads acquire Dramatiq's own ``BucketRateLimiter`` (``RedisBackend``, limit never reached).
+
+Every message is sent and received through Dramatiq's public API (``Broker.enqueue``,
+``Broker.consume``), and progress is read from the governor's own keys or ``Broker.join``, so the
+same file measures any version of the governor (run it against an older checkout to compare).
 
 The second figure (one worker ingesting end to end) is :mod:`bench.ingest`.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import statistics
 import tempfile
 import threading
@@ -31,7 +35,6 @@ from bench.proc import cpu_s
 CLIENT_THREADS = 32
 BURST = 5_000                          # requests queued at once to measure the governor's own capacity
 WARMUP_S, GOVERNOR_WINDOW_S, LIMITER_WINDOW_S, ALONE_WINDOW_S = 1.0, 6.0, 4.0, 2.0
-RECEIVERS, RECEIVER_THREADS = 2, 4        # grant receivers: worker processes, as in production
 RECEIVERS, RECEIVER_THREADS = 2, 4        # grant receivers: worker processes, as in production
 OPEN_RATE, OPEN_WINDOW_S = 1_000, 6.0  # the latency target is quoted at the throughput target
 WORKER_TIMEOUT_MS = 5                 # the consumers' idle poll ceiling: small, so latency is not poll time
@@ -85,25 +88,41 @@ def _receiver(redis_url: str, arrivals, stop, threads: int) -> None:
 
 
 def _light_receiver(redis_url: str, arrivals, stop, threads: int) -> None:
-    """A grant receiver that only takes grants off the ``commit`` queue (one fetch of up to 256,
-    napping 0.5 ms when there is none) and settles them in one round trip: what it times is when
-    the governor's grant reached the queue, not how soon a Dramatiq worker picks it up."""
+    """A grant receiver that only takes grants off the ``commit`` queue and settles them: what it
+    times is when the governor's grant reached the queue, not how soon a Dramatiq worker picks it
+    up. One thread fetches (Dramatiq's public consumer: everything waiting, up to 256 a fetch,
+    napping 0.5 ms when there is none), times each grant as it comes out of the fetch and
+    acknowledges it; ``threads`` threads send the settles, so the fetching thread is not held up by
+    them (a receiver slower than the governor would time its own backlog)."""
+    import queue as queues
+    from concurrent.futures import ThreadPoolExecutor
 
     from actors.broker import make_broker
-    from actors.dispatch import Dispatch
 
     broker = make_broker(redis_url)
-    dispatch = Dispatch(broker)
-    while not stop.is_set():
-        (grants,) = dispatch.fetch([("commit", 256)])
-        arrived = time.monotonic()
-        if not grants:
-            time.sleep(0.0005)
-            continue
-        for grant in grants:
-            arrivals.put((grant.args[0], arrived))
-        dispatch.send([(to_governor("settle", settle_body(grant.args[0])), None) for grant in grants],
-                      [("commit", grant) for grant in grants])
+    consumer = broker.consume("commit", prefetch=256, timeout=1)
+    settles: queues.SimpleQueue = queues.SimpleQueue()
+
+    def settle_forever() -> None:
+        while (grant_id := settles.get()) is not None:
+            broker.enqueue(to_governor("settle", settle_body(grant_id)))
+
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(threads):
+            pool.submit(settle_forever)
+        while not stop.is_set():
+            grants = []
+            while len(grants) < 256 and (grant := next(consumer)) is not None:
+                arrivals.put((grant.args[0], time.monotonic()))
+                settles.put(grant.args[0])
+                grants.append(grant)
+            if not grants:
+                time.sleep(0.0005)
+            for grant in grants:
+                consumer.ack(grant)
+        for _ in range(threads):
+            settles.put(None)
+    consumer.close()
     broker.close()
 
 
@@ -149,26 +168,20 @@ class _GrantClient:
     def open_loop(self, rate: float, seconds: float, tick_s: float = 0.005, grace_s: float = 5.0) -> dict:
         """Offer ``rate`` requests a second for ``seconds`` whatever happens to them (an open loop: a
         slow governor cannot slow the offered load down and hide its own latency), sent every
-        ``tick_s`` in one round trip, the way many workers asking at once would. Then wait up to
-        ``grace_s`` for the last grants; a request never granted by then counts as timed out."""
-        from actors.dispatch import Dispatch
-
-        dispatch = Dispatch(self.broker)
-        ids, sent_n, depth, looked = [], 0, {"governor": 0, "commit": 0}, 0.0
+        ``tick_s``, each timed from just before its own enqueue. Then wait up to ``grace_s`` for the
+        last grants; a request never granted by then counts as timed out. ``backlog``: the most
+        requests sent and not yet granted at once."""
+        ids, sent_n, backlog = [], 0, 0
         started = time.perf_counter()
         while (now := time.perf_counter()) < started + seconds:
-            if now - looked >= 0.1:  # where a backlog sits: requests before the governor, or grants after it
-                looked = now
-                for queue in depth:
-                    depth[queue] = max(depth[queue], self.broker.client.llen(f"dramatiq:{queue}"))
             due = int((now - started) * rate) - sent_n
-            batch = [f"open:{started}:{sent_n + i}" for i in range(due)]
-            t0 = time.monotonic()
-            for rid in batch:
-                self._sent[rid] = (t0, None)
-            dispatch.send([(to_governor("request", request_body(rid)), None) for rid in batch])
-            ids += batch
+            for i in range(due):
+                rid = f"open:{started}:{sent_n + i}"
+                self._sent[rid] = (time.monotonic(), None)
+                self.broker.enqueue(to_governor("request", request_body(rid)))
+                ids.append(rid)
             sent_n += due
+            backlog = max(backlog, len(self._sent))
             time.sleep(tick_s)
         offered_s = time.perf_counter() - started
         deadline = time.monotonic() + grace_s
@@ -176,7 +189,7 @@ class _GrantClient:
             time.sleep(0.01)
         lat = [self.latencies_ms[rid] for rid in ids if rid in self.latencies_ms]
         return {**_summary(len(lat) / offered_s, lat, len(ids) - len(lat)), "offered": len(ids) / offered_s,
-                "max": max(lat) if lat else float("nan"), "depth": depth}
+                "max": max(lat) if lat else float("nan"), "backlog": backlog}
 
     def close(self) -> None:
         self._stop.set()
@@ -208,41 +221,34 @@ def settle_body(grant_id: str) -> dict:
     return {"grant_id": grant_id, "endpoint": "commit", "outcome": "ok", "envelope": env.to_json()}
 
 
-def _capacity(redis_url: str, pids: dict[str, int], n: int = BURST, timeout_s: float = 120.0) -> dict:
-    """The governor's own capacity, with no client in the way: ``n`` requests queued at once (one
-    pipeline), timed until all ``n`` grants sit on the ``commit`` queue (nobody consumes them); then
-    ``n`` settles queued at once, timed until the governor's in-flight ledger is empty. Returns
-    seconds for each phase and CPU microseconds per grant for each process in ``pids``."""
-    import redis
-
+def _capacity(redis_url: str, pids: dict[str, int], governor_pid: int, n: int = BURST,
+              timeout_s: float = 120.0) -> dict:
+    """The governor's own capacity, with no client in the way: ``n`` requests queued while the
+    governor is paused (SIGSTOP), timed from its resumption until every one is granted, sent and
+    acknowledged (``Broker.join`` on its queue; nobody consumes the grants); then ``n`` settles
+    queued the same way, timed until all are applied. Returns seconds for each phase and CPU
+    microseconds per grant for each process in ``pids``."""
     from actors.broker import make_broker
-    from actors.dispatch import Dispatch
-    from actors.ledger import KEYS
 
     broker = make_broker(redis_url)
-    client = redis.Redis.from_url(redis_url)
 
-    def send(kind: str, bodies: list[dict]) -> None:
-        Dispatch(broker).send([(to_governor(kind, b), None) for b in bodies])
+    def queue_then_time(kind: str, bodies: list[dict]) -> tuple[float, dict]:
+        os.kill(governor_pid, signal.SIGSTOP)
+        try:
+            for body in bodies:
+                broker.enqueue(to_governor(kind, body))
+        finally:
+            cpu0 = {k: cpu_s(pid) for k, pid in pids.items()}
+            started = time.perf_counter()
+            os.kill(governor_pid, signal.SIGCONT)
+        broker.join("governor", interval=2, timeout=int(timeout_s * 1000))
+        return time.perf_counter() - started, {k: cpu_s(pid) - cpu0[k] for k, pid in pids.items()}
 
-    def until(done, what: str) -> float:
-        started, deadline = time.perf_counter(), time.monotonic() + timeout_s
-        while not done():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the governor did not {what} within {timeout_s:.0f} s")
-            time.sleep(0.002)
-        return time.perf_counter() - started
-
-    queued, in_flight = client.llen("dramatiq:commit"), client.hlen(KEYS[3])  # left by the closed loops
-    cpu0 = {k: cpu_s(pid) for k, pid in pids.items()}
     ids = [f"capacity:{time.monotonic_ns()}:{i}" for i in range(n)]
-    started = time.perf_counter()
-    send("request", [request_body(i) for i in ids])
-    grant_s = time.perf_counter() - started + until(lambda: client.llen("dramatiq:commit") >= queued + n, "grant")
-    started = time.perf_counter()
-    send("settle", [settle_body(i) for i in ids])
-    settle_s = time.perf_counter() - started + until(lambda: client.hlen(KEYS[3]) <= in_flight, "settle")
-    cpu = {k: (cpu_s(pid) - cpu0[k]) * 1e6 / n for k, pid in pids.items()}
+    broker.join("governor", interval=2, timeout=int(timeout_s * 1000))   # the closed loops' last settles
+    grant_s, cpu_grant = queue_then_time("request", [request_body(i) for i in ids])
+    settle_s, cpu_settle = queue_then_time("settle", [settle_body(i) for i in ids])
+    cpu = {k: (cpu_grant[k] + cpu_settle[k]) * 1e6 / n for k in pids}
     broker.close()
     return {"grant_s": grant_s, "settle_s": settle_s, "cpu_us_per_grant": cpu}
 
@@ -327,7 +333,7 @@ def _governor_run(server, workdir: str, threads: int) -> dict:
         out["open_light"] = client.open_loop(OPEN_RATE, OPEN_WINDOW_S)
         client.close()
         client = None
-        out["capacity"] = _capacity(server.url, {"governor": child.pid, "redis": server.process.pid})
+        out["capacity"] = _capacity(server.url, {"governor": child.pid, "redis": server.process.pid}, child.pid)
         return out
     finally:
         if client is not None:
@@ -394,13 +400,12 @@ def main() -> None:
     ol = sides["governor"]["open"]
     print(f"open loop: {ol['offered']:,.0f} requests/s offered, {ol['rate']:,.0f} grants/s received, request-to-grant "
           f"p50 {ol['p50']:.1f} ms, p99 {ol['p99']:.1f} ms, max {ol['max']:.1f} ms, {ol['failed']} not granted in time")
-    print(f"  deepest queues: {ol['depth']['governor']} requests waiting for the governor, "
-          f"{ol['depth']['commit']} grants waiting for a receiver; CPU (cores) "
+    print(f"  at most {ol['backlog']} requests sent and not yet granted at once; CPU (cores) "
           + ", ".join(f"{k} {v:.2f}" for k, v in ol["cpu"].items()) + f"; load average {os.getloadavg()[0]:.1f}")
     lt = sides["governor"]["open_light"]
     print(f"open loop, grants timed on the queue: {lt['offered']:,.0f} requests/s offered, {lt['rate']:,.0f} grants/s "
           f"received, request-to-grant p50 {lt['p50']:.1f} ms, p99 {lt['p99']:.1f} ms, max {lt['max']:.1f} ms, "
-          f"{lt['failed']} not granted in time; deepest governor queue {lt['depth']['governor']}")
+          f"{lt['failed']} not granted in time; at most {lt['backlog']} not yet granted at once")
     print(f"| governor request-to-grant p50 / p99 at {OPEN_RATE:,} requests/s offered (open loop), grant on the queue "
           f"| p99 < 20 ms | {lt['p50']:.1f} / {lt['p99']:.1f} ms |")
     print(f"| the same, until a Dramatiq worker ({RECEIVERS} processes x {RECEIVER_THREADS} threads, "

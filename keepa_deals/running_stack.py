@@ -16,19 +16,13 @@ import time
 import redis
 
 from actors.ledger import KEYS as GOVERNOR_KEYS
-from actors.ledger import RELEASE_IF_HELD, RENEW_IF_HELD
+from actors.lua_scripts import register
 from keepa_base.errors import ConfigError
 from keepa_base.redis_keys import PREFIX
 
 MARKER_KEY = PREFIX + "up"
 MARKER_TTL_MS = 6_000
 RENEW_S = 2.0
-
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
-return 0
-"""
-
 
 class StackAlreadyRunning(ConfigError):
     """Another keepa-deals stack uses this REDIS_URL; the message says which and what to do."""
@@ -58,6 +52,9 @@ class RunningStack:
         self.pid = pid if pid is not None else os.getpid()
         started = now_ms if now_ms is not None else int(time.time() * 1000)
         self.value = json.dumps({"pid": self.pid, "host": socket.gethostname(), "started_ms": started})
+        self._take_over = register(client, "replace_if_held")
+        self._renew = register(client, "renew_if_held")
+        self._release = register(client, "release_if_held")
 
     def claim(self) -> None:
         """Take the marker, or raise :class:`StackAlreadyRunning` naming REDIS_URL and the holder."""
@@ -86,11 +83,11 @@ class RunningStack:
                 continue
             holder = _parse(raw)
             stale = holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid") or 0))
-            return stale and bool(self.client.eval(_TAKE_OVER, 1, MARKER_KEY, raw, self.value, MARKER_TTL_MS))
+            return stale and bool(self._take_over(keys=[MARKER_KEY], args=[raw, self.value, MARKER_TTL_MS]))
         return False
 
     def renew(self) -> bool:
-        return bool(self.client.eval(RENEW_IF_HELD, 1, MARKER_KEY, self.value, MARKER_TTL_MS))
+        return bool(self._renew(keys=[MARKER_KEY], args=[self.value, MARKER_TTL_MS]))
 
     def keep(self) -> bool:
         """Renew the marker; put it back if it is gone (a Redis restarted without it). False: another
@@ -98,7 +95,7 @@ class RunningStack:
         return self.renew() or bool(self.client.set(MARKER_KEY, self.value, nx=True, px=MARKER_TTL_MS))
 
     def release(self) -> bool:
-        return bool(self.client.eval(RELEASE_IF_HELD, 1, MARKER_KEY, self.value))
+        return bool(self._release(keys=[MARKER_KEY], args=[self.value]))
 
 
 def _parse(raw) -> dict:

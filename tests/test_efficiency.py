@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.governor_actor import GovernorHost
-from actors.ledger import SNAPSHOT_KEY, Ledger
+from actors.governor_host import GovernorHost
+from actors.ledger import SNAPSHOT_KEY, Ledger, Ops
 from governor.config import GovernorConfig
 from governor.spend import MINUTE_MS, SpendWindow, spent_since, tokens_per_deal, window_start_ms
 from keepa_api.tokens import Envelope
@@ -79,11 +79,17 @@ def test_the_governor_records_each_settles_tokens_in_its_snapshot_and_keeps_them
         def host(holder):
             return GovernorHost(Ledger(broker.client, holder=holder), broker, GovernorConfig(),
                                 lambda: Envelope(clock.ms, 1_000, 60_000, 100), clock_ms=lambda: clock.ms)
+        def handle(governor, kind, body):   # one message, as the governor loop applies a batch
+            ops = Ops()
+            assert governor.begin(clock.ms)
+            governor.apply(kind, body, clock.ms, ops)
+            assert governor.finish(clock.ms, ops)
+
         first = host("a")
         for n, consumed in enumerate((6, 14)):
-            first.handle("request", {"id": f"c{n}", "cls": "commit", "units": 1, "payload": {"asins": ["B000000001"]}})
+            handle(first, "request", {"id": f"c{n}", "cls": "commit", "units": 1, "payload": {"asins": ["B000000001"]}})
             envelope = Envelope(clock.ms, 900, 30_000, 100, tokens_consumed=consumed).to_json()
-            first.handle("settle", {"grant_id": f"c{n}", "endpoint": "commit", "outcome": "ok", "envelope": envelope})
+            handle(first, "settle", {"grant_id": f"c{n}", "endpoint": "commit", "outcome": "ok", "envelope": envelope})
             clock.ms += MINUTE_MS
         first.write_snapshot(clock.ms)
         snap = Ledger(broker.client).read_snapshot()

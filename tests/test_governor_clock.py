@@ -15,21 +15,20 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from dramatiq import Message
 from dramatiq.common import current_millis
 
 from actors.broker import make_broker
-from actors.dispatch import Dispatch
 from actors.doorbell import Doorbell
-from actors.governor_actor import GovernorHost
+from actors.governor_host import GovernorHost
 from actors.governor_loop import GovernorLoop
 from actors.ledger import Ledger, Ops
-from actors.messages import MalformedMessage
+from actors.messages import MalformedMessage, to_governor
 from governor.clock import WINDOW, ClockOffset
 from governor.config import GovernorConfig
 from governor.model import Request
 from governor.policy import Governor
 from keepa_api.tokens import TokenBucket
+from tests.governor_rig import take
 
 SKEW_MS = 30_000            # the host clock is this far ahead of Keepa's
 COMMIT_COST = 20
@@ -107,35 +106,34 @@ def skewed_loop(redis_server):
     stop = threading.Event()
     stop.set()
     doorbell = Doorbell(redis_server, max_wait_s=1.0)
-    loop = GovernorLoop(SimpleNamespace(host=host), stop, doorbell)
+    loop = GovernorLoop(SimpleNamespace(host=host), stop, doorbell, new_broker=lambda: make_broker(redis_server))
     yield SimpleNamespace(loop=loop, clock=clock, keepa=keepa, broker=broker)
     doorbell.close()
     broker.client.flushdb()
     broker.close()
 
 
-def _commit_request(rid: str) -> Message:
-    return Message(queue_name="governor", actor_name="keepa_governor", kwargs={}, options={},
-                   args=("request", {"id": rid, "cls": "commit", "units": 1}))
+def _commit_request(rid: str):
+    return to_governor("request", {"id": rid, "cls": "commit", "units": 1})
 
 
 def test_the_governor_on_a_host_clock_30_s_ahead_grants_at_keepas_refill_not_before(skewed_loop):
     s = skewed_loop
     start = s.clock.ms
-    Dispatch(s.broker).send([(_commit_request("a"), None)])
+    s.broker.enqueue(_commit_request("a"))
     s.loop.step()                                               # takes over: /token is its first reading
     host = s.loop.host
     assert host.gov.clock_offset_ms == SKEW_MS
     assert host.host["wake_at"] == start + 40_000               # Keepa's refill, on the host clock
-    assert s.broker.client.llen("dramatiq:commit") == 0
+    assert take(s.broker, "commit") == []
 
     s.clock.ms = start + 39_999                                 # on the host clock, the refill looks 10 s past
     host.finish(s.clock.ms, _no_ops())
-    assert s.broker.client.llen("dramatiq:commit") == 0, "granted before Keepa refilled: Keepa would answer 429"
+    assert take(s.broker, "commit") == [], "granted before Keepa refilled: Keepa would answer 429"
 
     s.clock.ms = start + 40_000
     host.finish(s.clock.ms, _no_ops())
-    assert s.broker.client.llen("dramatiq:commit") == 1
+    assert [g.args[0] for g in take(s.broker, "commit")] == ["a"]
     assert s.keepa.charge(COMMIT_COST, s.clock.ms - SKEW_MS), "Keepa refused the grant's call"
 
 

@@ -28,7 +28,7 @@ def test_a_bad_burst_mode_is_refused_naming_the_variable(value):
 
 
 def test_finished_ids_outlive_the_governors_resend_of_a_stale_grant_even_on_a_short_keepa_minute():
-    from actors.governor_actor import STALE_GRANT_MS
+    from actors.governor_host import STALE_GRANT_MS
 
     short = governor_config(load_settings({"KEEPA_MINUTE_SECONDS": "0.5"}))
     assert short.remember_ms >= 2 * STALE_GRANT_MS  # the resend, then the copy's own repeated asks

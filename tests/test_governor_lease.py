@@ -16,16 +16,17 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from dramatiq import Message
 from dramatiq.common import current_millis
 
 from actors import governor_loop
 from actors.broker import make_broker
-from actors.governor_actor import GovernorHost
+from actors.governor_host import GovernorHost
 from actors.governor_loop import GovernorLoop
 from actors.ledger import KEYS, LEASE_MS, Ledger
+from actors.messages import to_governor
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
+from tests.governor_rig import settled
 
 HOUR_MS = 3_600_000
 NUDGE_EVERY_MS = 60_000          # the scheduler's tick: one wake message for the governor a minute
@@ -76,7 +77,7 @@ class Simulation:
         host = GovernorHost(Ledger(broker.client, holder=name), broker, GovernorConfig(),
                             lambda: Envelope(clock.ms, 1_000, 60_000, 20), clock_ms=lambda: clock.ms)
         return GovernorLoop(SimpleNamespace(host=host), Waits(), Waits(DOORBELL_MAX_WAIT_S),
-                            monotonic=lambda: clock.ms / 1000)
+                            new_broker=lambda: make_broker(self.redis_url))
 
     def _advance(self, to_ms: int) -> None:
         passed = to_ms - self.clock.ms
@@ -106,8 +107,7 @@ class Simulation:
             at, order, name = heapq.heappop(due)
             self._advance(at)
             if name == "scheduler":
-                self.scheduler.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
-                                               args=("wake", {}), kwargs={}, options={}))
+                self.scheduler.enqueue(to_governor("wake", {}))
                 heapq.heappush(due, (at + NUDGE_EVERY_MS, order, name))
             elif name not in frozen:
                 heapq.heappush(due, (at + int(self._step(name) * 1000), order, name))
@@ -121,10 +121,8 @@ class Simulation:
 
 
 @pytest.fixture
-def simulation(redis_server, monkeypatch):
-    # the delay queue is looked at every half second instead of every 0.1 s: the same idle loop in
-    # a fifth of the steps (it has nothing delayed to look at here)
-    monkeypatch.setattr(governor_loop, "DQ_POLL_S", DOORBELL_MAX_WAIT_S)
+def simulation(redis_server):
+    assert governor_loop.POLL_S == DOORBELL_MAX_WAIT_S   # an idle step waits this long: the step count below
     sim = Simulation(redis_server)
     yield sim
     sim.close()
@@ -139,8 +137,7 @@ def test_an_idle_governor_keeps_its_lease_for_an_hour_with_a_standby_beside_it(s
     # the leader renewed well before the lease ran low, whatever the 60 s between its wakes
     assert simulation.lowest_ttl_ms > LEASE_MS // 2, simulation.lowest_ttl_ms
     # and it was the one awake: every nudge of the hour was applied and acknowledged
-    client = simulation.scheduler.client
-    assert client.llen("dramatiq:governor") == 0 and client.hlen("dramatiq:governor.msgs") == 0
+    assert settled(simulation.scheduler, "governor")
     assert len(simulation.holders) > HOUR_MS / 1000   # both loops stepped all hour (not a vacuous run)
 
 

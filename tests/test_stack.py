@@ -10,7 +10,7 @@ import sys
 import pytest
 from dramatiq import Message
 
-from actors.governor_actor import STALE_GRANT_MS
+from actors.governor_host import STALE_GRANT_MS
 from tests.stack import ROOT, Stack, read_line, wait_for
 
 pytestmark = pytest.mark.integration
