@@ -4,10 +4,10 @@ all through Dramatiq's public API (``Broker.consume``, ``Broker.join``) and the 
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 from dramatiq import Message
-from dramatiq.common import current_millis
 from dramatiq.errors import QueueJoinTimeout
 
 from actors.broker import make_broker
@@ -19,7 +19,7 @@ from actors.messages import to_governor
 from governor.config import GovernorConfig
 from keepa_api.tokens import Envelope
 
-NOW = current_millis()
+NOW = int(time.time() * 1000)
 
 
 def make_loop(redis_url: str, *, holder: str = "me", token_source=None, clock=None, config=None,

@@ -12,7 +12,7 @@ TWO_BROKERS = textwrap.dedent("""
     from actors.broker import make_broker
     first = make_broker("redis://127.0.0.1:9/0")    # no command is sent: nothing need listen there
     second = make_broker("redis://127.0.0.1:9/0")   # as the governor does after a lost reply
-    assert first.broker_id != second.broker_id
+    assert first is not second and first.client is not second.client
     print("two brokers")
 """)
 

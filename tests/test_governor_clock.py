@@ -12,10 +12,10 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
-from dramatiq.common import current_millis
 
 from actors.broker import make_broker
 from actors.doorbell import Doorbell
@@ -99,7 +99,7 @@ def skewed_loop(redis_server):
     bucket whose next refill comes 40 s after Keepa's now."""
     broker = make_broker(redis_server)
     broker.client.flushdb()
-    clock = SimpleNamespace(ms=current_millis(), skew_ms=SKEW_MS)
+    clock = SimpleNamespace(ms=int(time.time() * 1000), skew_ms=SKEW_MS)
     keepa = TokenBucket(5, start_tokens=0, start_ms=clock.ms - SKEW_MS - 20_000)   # refill due in 40 s
     host = GovernorHost(Ledger(broker.client, holder="me"), broker, GovernorConfig(recharge="off"),
                         lambda: keepa.envelope(clock.ms - clock.skew_ms), clock_ms=lambda: clock.ms)
@@ -176,7 +176,7 @@ def test_the_stack_on_a_host_clock_30_s_ahead_of_keepa_gets_no_429(tmp_path):
     governor reckoning refills on the host clock would see 60 refills that Keepa has not made."""
     from tests.stack import ROOT, Stack, wait_for
 
-    stack = Stack(tmp_path, epoch_ms=current_millis() - SKEW_MS, start_tokens=0)
+    stack = Stack(tmp_path, epoch_ms=int(time.time() * 1000) - SKEW_MS, start_tokens=0)
     try:
         stack.start_all()
         wait_for(lambda: stack.ingested() >= 10, 120, "10 deals ingested")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
-from dramatiq.common import current_millis
 
 from actors import governor_loop
 from actors.broker import make_broker
@@ -62,7 +62,7 @@ class Simulation:
 
     def __init__(self, redis_url: str):
         self.redis_url = redis_url
-        self.clock = SimpleNamespace(ms=current_millis())
+        self.clock = SimpleNamespace(ms=int(time.time() * 1000))
         self.scheduler = make_broker(redis_url)
         self.scheduler.client.flushdb()
         self._pass_time = self.scheduler.client.register_script(PASS_TIME)

@@ -77,7 +77,7 @@ def project_files(*suffixes: str) -> list[Path]:
     return files
 
 
-def test_files() -> list[Path]:
+def the_tests() -> list[Path]:
     """The tests too, but not this file, which spells the names out to look for them."""
     return [p for p in sorted((ROOT / "tests").glob("*.py")) if p.name != Path(__file__).name]
 
@@ -113,7 +113,7 @@ def imported_modules(paths) -> dict[str, set[str]]:
 
 
 def test_each_library_is_imported_only_from_its_documented_modules():
-    found = imported_modules(project_files(".py") + test_files())
+    found = imported_modules(project_files(".py") + the_tests())
     assert all(found[lib] for lib in DOCUMENTED_MODULES), found   # the walk saw every library imported
     undocumented = {lib: sorted(found[lib] - DOCUMENTED_MODULES[lib]) for lib in DOCUMENTED_MODULES}
     assert undocumented == {lib: [] for lib in DOCUMENTED_MODULES}
@@ -121,7 +121,7 @@ def test_each_library_is_imported_only_from_its_documented_modules():
 
 def test_the_project_names_nothing_private_to_its_libraries():
     found = {}
-    for path in project_files() + test_files():
+    for path in project_files() + the_tests():
         hits = offences(code_of(path))
         if path.parent.name == "tests":
             hits = [what for what in hits if what != RAW_TRANSACTIONS]

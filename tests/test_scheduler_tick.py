@@ -18,7 +18,7 @@ import pytest
 
 from actors import app
 from actors.broker import make_broker
-from actors.governor_actor import GovernorHost
+from actors.governor_host import GovernorHost
 from actors.ledger import Ledger, Ops
 from actors.peek_tickets import TICKET_TIMEOUT_MINUTES, PeekTickets
 from actors.processes import CLAIM_TIMEOUT_MINUTES, scheduler_tick
