@@ -12,9 +12,10 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
+import dramatiq
 import pytest
+from dramatiq.brokers.stub import StubBroker
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,10 +37,12 @@ def exporter_text() -> str:
                                           now_ms=lambda: NOW_MS)).decode()
     registry = CollectorRegistry()
     middleware = DramatiqSeconds(registry=registry, clock=iter(range(100)).__next__)
-    middleware.after_declare_actor(None, SimpleNamespace(queue_name="work", actor_name="commit_deal"))
-    message = SimpleNamespace(queue_name="work", actor_name="commit_deal", message_id="m1", options={})
-    middleware.before_process_message(None, message)
-    middleware.after_process_message(None, message)
+    broker = StubBroker(middleware=[])
+    actor = dramatiq.actor(lambda: None, broker=broker, queue_name="work", actor_name="commit_deal")
+    middleware.after_declare_actor(broker, actor)
+    message = actor.message()
+    middleware.before_process_message(broker, message)
+    middleware.after_process_message(broker, message)
     return text + generate_latest(registry).decode()
 
 
