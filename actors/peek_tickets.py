@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 
 from actors.ledger import PREFIX as GOVERNOR_PREFIX
+from actors.lua_scripts import register
 
 log = logging.getLogger(__name__)
 
@@ -35,63 +36,6 @@ GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY = GOVERNOR_PREFIX + "pending", GOVER
 TOUCHED_KEY = "keepa-deals:peek:touched"
 # long enough for any request the governor holds while it lives; a late grant after it is harmless
 TICKET_TIMEOUT_MINUTES = 60
-
-# KEYS: tickets, touched. ARGV: the ticket, its ASINs (JSON), now (ms).
-_OPEN = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
-"""
-# ARGV: the ticket, now (ms). 1 if it is open (and now touched), else 0.
-_TOUCH = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
-"""
-# ARGV: the ticket.
-_CLOSE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('HDEL', KEYS[1], ARGV[1])
-"""
-# KEYS 3 and 4: the governor's pending and in-flight hashes. ARGV: the oldest touch kept (ms), now
-# (ms). First touches every ticket a request the governor holds carries (a peek waiting for tokens
-# longer than the timeout is alive, not lost), then drops older tickets (and any without a touch);
-# returns {dropped: [id, asins, touched, ...], open: [asins, ...]}.
-_SWEEP = """
-for k = 3, 4 do
-  for _, raw in ipairs(redis.call('HVALS', KEYS[k])) do
-    local ok, entry = pcall(cjson.decode, raw)
-    local ticket = ok and type(entry) == 'table' and type(entry.payload) == 'table' and entry.payload.ticket
-    if type(ticket) == 'string' and redis.call('HEXISTS', KEYS[1], ticket) == 1 then
-      redis.call('ZADD', KEYS[2], ARGV[2], ticket)
-    end
-  end
-end
-local dropped = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'WITHSCORES')) do
-  table.insert(dropped, id)
-end
-local out = {}
-for i = 1, #dropped, 2 do
-  local id = dropped[i]
-  table.insert(out, id)
-  table.insert(out, redis.call('HGET', KEYS[1], id) or '[]')
-  table.insert(out, dropped[i + 1])
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-end
-local open = {}
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  if redis.call('ZSCORE', KEYS[2], all[i]) then
-    table.insert(open, all[i + 1])
-  else
-    table.insert(out, all[i]) table.insert(out, all[i + 1]) table.insert(out, '-1')
-    redis.call('HDEL', KEYS[1], all[i])
-  end
-end
-return {out, open}
-"""
 
 
 @dataclass(frozen=True)
@@ -113,8 +57,7 @@ def new_ticket(asins: list[str]) -> str:
 class PeekTickets:
     def __init__(self, client):
         keys = [TICKETS_KEY, TOUCHED_KEY]
-        scripts = {name: client.register_script(text)
-                   for name, text in (("open", _OPEN), ("touch", _TOUCH), ("close", _CLOSE), ("sweep", _SWEEP))}
+        scripts = {name: register(client, f"peek_ticket_{name}") for name in ("open", "touch", "close", "sweep")}
         self._run = lambda name, *args: scripts[name](keys=keys, args=list(args))
         sweep_keys = [*keys, GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY]
         self._sweep = lambda *args: scripts["sweep"](keys=sweep_keys, args=list(args))
