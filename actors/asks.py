@@ -15,7 +15,7 @@ import logging
 
 from dramatiq import Message
 
-from actors.messages import envelope_to, field
+from actors.messages import envelope_to, field, to_governor
 from keepa_base.errors import KeepaError, MalformedResponse, NotEnoughTokens
 from pipeline import driver
 
@@ -28,8 +28,7 @@ class Asks:
     """Mixed into :class:`actors.steps.Steps`, whose ``rt`` (the runtime) and ``tickets`` it uses."""
 
     def _to_governor(self, kind: str, body: dict) -> None:
-        self.rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor",
-                                       args=(kind, body), kwargs={}, options={}))
+        self.rt.broker.enqueue(to_governor(kind, body))
 
     def ask(self, rid: str, cls: str, payload: dict, units: int = 1, continues: bool = False) -> None:
         self._to_governor("request", {"id": rid, "cls": cls, "units": units, "continues": continues,

@@ -16,10 +16,10 @@ import threading
 import time
 
 import dramatiq
-from dramatiq import Message
 
 from actors.app import setup
 from actors.ledger import Ledger
+from actors.messages import to_governor
 from actors.peek_tickets import OUTSTANDING_KEY, TICKET_TIMEOUT_MINUTES
 from keepa_base.redis_keys import SCHEDULER_TICK_KEY
 from keepa_deals.lifeline import stop_on_signals
@@ -120,9 +120,9 @@ def scheduler_tick(rt, now_ms: int) -> bool:
     if not started and snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:
         rt.steps.ask_again_if_lost(snapshot)
     rt.steps.top_up()
-    # the governor schedules its own wakes; this nudge only covers a wake lost with a killed process
-    rt.broker.enqueue(Message(queue_name="governor", actor_name="keepa_governor", args=("wake", {}),
-                              kwargs={}, options={}))
+    # the governor keeps its own wakes (its state's wake_at); this nudge makes it decide at least
+    # once a Keepa minute whatever happened to its timer
+    rt.broker.enqueue(to_governor("wake", {}))
     rt.redis.set(SCHEDULER_TICK_KEY, now_ms)   # a tick that ran to the end: the dead-scheduler alert reads it
     return True
 
