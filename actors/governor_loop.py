@@ -70,13 +70,19 @@ class GovernorLoop:
         return self.consumer
 
     def _hand_back(self) -> None:
-        """Give the batch back to the queue now (Consumer.requeue). If that fails (Redis gone), the
-        broker is replaced, and Dramatiq's maintenance requeues what the old one held."""
+        """Give the batch back to the queue now (Consumer.requeue), and drop the consumer: Dramatiq's
+        requeue puts the messages back on the queue but still counts them against the consumer's
+        prefetch (only ack and nack release them), so a consumer that handed back a full batch would
+        never fetch again. A fresh consumer starts from nothing; the requeued messages are fetched
+        anew. If the requeue fails (Redis gone), the broker is replaced, and Dramatiq's maintenance
+        requeues what the old one held."""
         batch, self.batch = self.batch, []
         if not batch or self.consumer is None:
             return
+        consumer, self.consumer = self.consumer, None
         try:
-            self.consumer.requeue(batch)
+            consumer.requeue(batch)
+            consumer.close()
         except Exception as exc:
             log.warning("could not hand %d messages back (%s); they return once this broker's heartbeat "
                         "is stale", len(batch), exc)

@@ -23,7 +23,7 @@ NOW = int(time.time() * 1000)
 
 
 def make_loop(redis_url: str, *, holder: str = "me", token_source=None, clock=None, config=None,
-              doorbell=None, stop=None) -> GovernorLoop:
+              doorbell=None, stop=None, batch_max: int = 256) -> GovernorLoop:
     broker = make_broker(redis_url)
     clock = clock or SimpleNamespace(ms=NOW)
     token_source = token_source or (lambda: Envelope(clock.ms, 1_000, 60_000, 100))
@@ -33,7 +33,7 @@ def make_loop(redis_url: str, *, holder: str = "me", token_source=None, clock=No
         stop = threading.Event()
         stop.set()   # the loop never waits when idle: the test drives it step by step
     loop = GovernorLoop(SimpleNamespace(host=host), stop, doorbell or Doorbell(redis_url, max_wait_s=30.0),
-                        new_broker=lambda: make_broker(redis_url))
+                        new_broker=lambda: make_broker(redis_url), batch_max=batch_max)
     loop.clock = clock
     return loop
 

@@ -71,6 +71,37 @@ def test_a_batch_that_cannot_be_written_goes_back_to_the_queue_at_once(loop):
     assert _granted(loop) == ["b", "c"] and settled(loop.sender, "governor")
 
 
+def test_a_full_batch_handed_back_after_a_failed_step_is_fetched_and_granted_by_the_same_loop(redis_server,
+                                                                                             monkeypatch):
+    """A step fails (here: the first apply raises) with a full batch in hand: the batch goes back to
+    the queue and the same loop, holding the same lease, fetches and grants every message next."""
+    loop = make_loop(redis_server, batch_max=4)
+    sender = make_broker(redis_server)
+    try:
+        loop.host.broker.client.flushdb()
+        ask(sender, "a", "b", "c", "d", "e")
+        apply, failures = loop.host.apply, []
+
+        def fails_once(kind, body, now, ops):
+            if not failures:
+                failures.append(body["id"])
+                raise RuntimeError("a passing fault")
+            return apply(kind, body, now, ops)
+
+        monkeypatch.setattr(loop.host, "apply", fails_once)
+        with pytest.raises(RuntimeError):
+            loop.step()                                  # a full batch of 4 in hand
+        loop.failed_step(RuntimeError("a passing fault"))
+        for _ in range(4):
+            loop.step()
+        assert sorted(g.args[0] for g in take(sender, "commit")) == ["a", "b", "c", "d", "e"]
+        assert settled(sender, "governor") and loop.host.ledger.leader() == "me"
+    finally:
+        sender.client.flushdb()
+        sender.close()
+        close_loop(loop)
+
+
 def test_a_fetch_whose_reply_was_lost_is_left_to_dramatiqs_maintenance_under_a_new_broker(loop, monkeypatch):
     """The fetch moved messages to this broker's unacknowledged set and its reply never came: the
     loop cannot see them and reads none of Dramatiq's keys, so it takes a new broker (a new id). Once
