@@ -14,6 +14,7 @@ most ``MAX_CALL_ATTEMPTS`` times in a row, then its ASINs are set aside too.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from actors.asks import Asks
@@ -106,7 +107,7 @@ class ProductCalls(Asks):
         step = driver.after_failure("400" if isinstance(exc, RequestRejected) else outcome,
                                     payload.get("failures", 0), message=str(exc))
         if isinstance(exc, MalformedResponse):
-            self._product_failures(endpoint, dict.fromkeys(asins, str(exc)), now)
+            self._product_failures(endpoint, grant_id, dict.fromkeys(asins, str(exc)), now)
         elif step.action == driver.REJECT:
             rt.store.record_verdicts([(a, False, f"Keepa rejected the {endpoint}: {exc}") for a in asins], now)
         elif step.action == driver.RETRY:
@@ -119,11 +120,14 @@ class ProductCalls(Asks):
             self.tickets.close(payload.get("ticket"))
             rt.redis.decr(OUTSTANDING_KEY)
 
-    def _product_failures(self, stage: str, failed: dict[str, str], now: int) -> None:
+    def _product_failures(self, stage: str, grant_id: str, failed: dict[str, str], now: int) -> None:
         """Count a malformed answer for each ASIN of ``failed`` (asin -> the decoder's reason): ask
         again for it alone while it has failed fewer than ``MAX_PRODUCT_FAILURES`` times, else set it
-        aside (no more calls until an operator replays it)."""
+        aside (no more calls until an operator replays it). The single call's request id (and a
+        peek's ticket) is named after the grant that found the fault, so a second copy of that grant
+        (a retry after its settle failed) asks under the same id, and the governor grants it once."""
         rt = self.rt
+        tag = "m" + hashlib.sha1(grant_id.encode()).hexdigest()[:8]
         for asin, reason in failed.items():
             count = rt.store.record_product_failure(asin, stage, reason, now)
             if driver.after_malformed_product(count) == driver.SET_ASIDE:
@@ -132,11 +136,11 @@ class ProductCalls(Asks):
             log.warning("%s %s: malformed answer %d (%s); asking for it alone", stage, asin, count, reason)
             if stage == "peek":  # its own window slot and ticket, opened before the batch's is closed
                 rt.redis.incr(OUTSTANDING_KEY)
-                ticket = f"{asin}x1.m{count}"
+                ticket = f"{asin}x1.{tag}"
                 self.tickets.open(ticket, [asin], now)
                 self.ask(f"peek:{ticket}:0", stage, {"asins": [asin], "ticket": ticket})
             else:
-                self.ask(f"commit:{asin}:m{count}", stage, {"asins": [asin]})
+                self.ask(f"commit:{asin}:{tag}", stage, {"asins": [asin]})
 
     def _under_claim(self, endpoint: str, grant_id: str, payload: dict, store) -> bool:
         """Get the grant's paid-for answer (:meth:`_paid_answer`), run ``store(asins, answer, failed,
@@ -151,7 +155,7 @@ class ProductCalls(Asks):
             now = self.rt.clock_ms()
             failed = _failed_products(asins, answer)
             store(asins, answer, failed, now)
-            self._product_failures(endpoint, failed, now)
+            self._product_failures(endpoint, grant_id, failed, now)
             self.settle(grant_id, endpoint, _answer_outcome(answer), answer.envelope)
         except BaseException:
             self.claims.ended(token)

@@ -6,6 +6,7 @@ Real Redis and SQLite; the embedded Keepa server (with its malformed-product fau
 
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace
 
 import pytest
@@ -75,7 +76,7 @@ def test_a_malformed_product_spoils_only_itself_and_is_asked_for_alone(redis_db,
     assert store.deals_by_state() == {"new": 0, "peeking": 1, "viable": 4, "rejected": 0, "committed": 0,
                                       "screened": 0}
     (alone,) = rt.broker.requests("peek")
-    ticket = f"{bad}x1.m1"  # the single peek's own ticket, opened before the batch's was closed
+    ticket = f"{bad}x1.m{hashlib.sha1(b'peek:g:0').hexdigest()[:8]}"  # its own, named after the grant
     assert alone["id"] == f"peek:{ticket}:0" and alone["payload"] == {"asins": [bad], "ticket": ticket}
     assert PeekTickets(redis_db).sweep(NOW, 60_000).asins == {bad}
     assert int(redis_db.get(OUTSTANDING_KEY)) == 1  # the batch's slot given back, one taken by the single peek
@@ -119,7 +120,8 @@ def test_an_answer_unreadable_as_a_whole_counts_against_each_asin_and_each_goes_
 
     rt = Runtime(redis_db, store, Garbled(), rate=1_000)
     Steps(rt).commit("commit:g:0", {"asins": good})
-    assert [r["id"] for r in rt.broker.requests("commit")] == [f"commit:{a}:m1" for a in good]
+    tag = "m" + hashlib.sha1(b"commit:g:0").hexdigest()[:8]   # named after the grant that found the fault
+    assert [r["id"] for r in rt.broker.requests("commit")] == [f"commit:{a}:{tag}" for a in good]
     (settle,) = rt.broker.settles()
     assert settle["outcome"] == "malformed" and settle["envelope"]["tokensConsumed"] > 0
     assert rt.broker.requests("commit")[0]["units"] == 1
@@ -171,3 +173,26 @@ def test_a_failing_call_is_asked_for_again_a_bounded_number_of_times_then_set_as
         pytest.fail(f"still asking after {MAX_CALL_ATTEMPTS + 5} calls: no limit")
     assert calls == MAX_CALL_ATTEMPTS and store.products_set_aside() == 1
     assert f"failed {MAX_CALL_ATTEMPTS} calls in a row" in store.set_aside_products()[0]["reason"]
+
+
+def test_a_second_copy_of_a_grant_whose_settle_failed_asks_for_the_malformed_product_under_the_same_id(
+        redis_db, store, keepa):
+    """The grant's answer is stored and its malformed product asked for alone; then the settle fails
+    and Dramatiq runs the grant again, which stores the kept answer (no call) and asks again: under
+    the same request id and ticket, so the governor grants the single peek once and it is paid once."""
+    service, client = keepa
+    good, (bad,) = good_and_bad(service, 2, 1)
+    for asin in [*good, bad]:
+        store.upsert_deal(asin, NOW, NOW)
+    rt = Runtime(redis_db, store, client, rate=1_000)
+    payload = asked_peek(redis_db, store.take_candidates(3, NOW))
+    steps = Steps(rt)
+    settle = steps.settle
+    steps.settle = lambda *args, **kwargs: (_ for _ in ()).throw(ConnectionError("the broker blinked"))
+    with pytest.raises(ConnectionError):
+        steps.peek("peek:g:0", payload)
+    steps.settle = settle
+    Steps(rt).peek("peek:g:0", payload)                      # the retry, in another worker process
+    asks = rt.broker.requests("peek")
+    assert len(asks) == 2 and asks[0] == asks[1]             # one request, asked twice: granted once
+    assert service.product_calls[bad] == 1                   # the batch's call, made once
