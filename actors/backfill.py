@@ -80,13 +80,11 @@ class Backfill(ProductCalls):
         for asin in asins:
             rt.store.record_verdict(asin, False, reason, rt.clock_ms())
         if cls == "peek":
-            self.tickets.close(ticket)
-            rt.redis.decr(OUTSTANDING_KEY)
+            self._peek_finished(ticket)
 
     def peek(self, grant_id: str, payload: dict) -> None:
         if self._under_claim("peek", grant_id, payload, self._store_verdicts):
-            self.tickets.close(payload.get("ticket"))   # after the verdicts: its claims are answered
-            self.rt.redis.decr(OUTSTANDING_KEY)
+            self._peek_finished(payload.get("ticket"))   # after the verdicts: its claims are answered
             self.top_up()
 
     def _store_verdicts(self, asins: list[str], answer: ProductAnswer, failed: dict[str, str], now: int) -> None:

@@ -18,7 +18,7 @@ import hashlib
 import logging
 
 from actors.asks import Asks
-from actors.grant_claims import RELEASED, SKIP, STORE
+from actors.grant_claims import DONE, RELEASED, SKIP, STORE
 from actors.messages import MalformedMessage, field
 from actors.peek_tickets import OUTSTANDING_KEY
 from actors.product_answer import ProductAnswer
@@ -48,6 +48,10 @@ class ProductCalls(Asks):
         if begun.action == SKIP:
             log.info("%s %s: %s by %s; no call made", endpoint, grant_id, begun.previous.state,
                      begun.previous.owner[:8])
+            if endpoint == "peek" and begun.previous.state == DONE:
+                # stored and settled: if the worker that did it died before closing the ticket, close it
+                # now, or it would hold a window slot until the scheduler drops it an hour later
+                self._peek_finished(payload.get("ticket"))
             return None
         try:  # whatever raises, the attempt ends: a later copy (a retry, a resend) judges its claim
             if begun.action == STORE:
@@ -117,8 +121,13 @@ class ProductCalls(Asks):
             for asin in asins:
                 rt.store.set_aside(asin, endpoint, step.reason, now)
         if endpoint == "peek":
-            self.tickets.close(payload.get("ticket"))
-            rt.redis.decr(OUTSTANDING_KEY)
+            self._peek_finished(payload.get("ticket"))
+
+    def _peek_finished(self, ticket) -> None:
+        """Close a finished peek's ticket and give its window slot back, once: a ticket closed
+        already (by another copy of the grant) gives nothing back twice."""
+        if self.tickets.close(ticket):
+            self.rt.redis.decr(OUTSTANDING_KEY)
 
     def _product_failures(self, stage: str, grant_id: str, failed: dict[str, str], now: int) -> None:
         """Count a malformed answer for each ASIN of ``failed`` (asin -> the decoder's reason): ask

@@ -185,3 +185,30 @@ def test_429s_do_not_use_up_a_calls_failure_budget():
     assert driver.failures_after("5xx", 7) == driver.failures_after("timeout", 7) == 8
     assert driver.after_failure("5xx", MAX_CALL_ATTEMPTS - 2).action == driver.RETRY
     assert driver.after_failure("5xx", MAX_CALL_ATTEMPTS - 1).action == driver.SET_ASIDE
+
+
+def test_a_peek_redelivered_after_its_worker_died_before_closing_the_ticket_closes_it_and_frees_the_slot(
+        redis_db, store, keepa):
+    """The worker stored the verdicts, settled and marked the claim done, then died before closing the
+    ticket: Dramatiq delivers the grant again. That copy calls nothing and closes the ticket, so the
+    peek window gets its slot back now, not when the scheduler drops the ticket an hour later."""
+    catalogue, client = keepa
+    asins = candidates(store, catalogue, 2)
+    payload = asked_peek(redis_db, asins)
+    rt = Runtime(redis_db, store, client, rate=1_000)
+    redis_db.set(OUTSTANDING_KEY, 1)
+    first = Steps(rt)
+    first.top_up = lambda: 0                         # nothing else to peek: the window holds this one only
+    first.tickets.close = lambda ticket: (_ for _ in ()).throw(SystemExit("the worker dies here"))
+    with pytest.raises(SystemExit):
+        first.peek("peek:g:0", payload)
+    assert claim_state(redis_db, "peek:g:0") == "done" and int(redis_db.get(OUTSTANDING_KEY)) == 1
+
+    again = Steps(rt)
+    again.top_up = lambda: 0
+    again.peek("peek:g:0", payload)                  # the redelivered grant
+    assert client.calls == [("peek", tuple(asins))]  # one call, by the first copy
+    assert int(redis_db.get(OUTSTANDING_KEY)) == 0
+    assert not again.tickets.touch(payload["ticket"], NOW)   # closed
+    again.peek("peek:g:0", payload)                  # a third copy gives nothing back twice
+    assert int(redis_db.get(OUTSTANDING_KEY)) == 0
