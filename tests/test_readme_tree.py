@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.test_public_api_only import installed_packages
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("keepa_base", "keepa_api", "governor", "pipeline", "storage", "simulator", "actors", "metrics",
-            "keepa_deals", "bench")
+PACKAGES = installed_packages()
 
 
 def table_paths(readme: str) -> list[str]:
