@@ -59,7 +59,7 @@ class PeekTickets:
         keys = [TICKETS_KEY, TOUCHED_KEY]
         scripts = {name: register(client, f"peek_ticket_{name}") for name in ("open", "touch", "close", "sweep")}
         self._run = lambda name, *args: scripts[name](keys=keys, args=list(args))
-        sweep_keys = [*keys, GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY]
+        sweep_keys = [*keys, GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY, OUTSTANDING_KEY]
         self._sweep = lambda *args: scripts["sweep"](keys=sweep_keys, args=list(args))
 
     def open(self, ticket: str, asins: list[str], now_ms: int) -> None:
@@ -77,8 +77,9 @@ class PeekTickets:
 
     def sweep(self, now_ms: int, timeout_ms: int) -> Sweep:
         """Drop the tickets untouched for ``timeout_ms`` (each with a warning) and say what the open
-        ones cover, all in one atomic step. A ticket whose request the governor holds (pending or
-        granted) counts as touched now, however long it has waited for tokens."""
+        ones cover, all in one atomic step, which also resets the peek window's count to the open
+        tickets (a count a crash may have left wrong). A ticket whose request the governor holds
+        (pending or granted) counts as touched now, however long it has waited for tokens."""
         dropped, still_open = self._sweep(now_ms - timeout_ms, now_ms)
         ids = []
         for at in range(0, len(dropped), 3):

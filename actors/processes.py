@@ -20,16 +20,20 @@ import dramatiq
 from actors.app import setup
 from actors.ledger import Ledger
 from actors.messages import to_governor
-from actors.peek_tickets import OUTSTANDING_KEY, TICKET_TIMEOUT_MINUTES
+from actors.peek_tickets import TICKET_TIMEOUT_MINUTES
+from governor.model import CLASSES
 from keepa_base.redis_keys import SCHEDULER_TICK_KEY
 from keepa_deals.lifeline import stop_on_signals
 from keepa_deals.settings import Settings
 
 log = logging.getLogger(__name__)
 
-WORKER_QUEUES = ("upsert", "peek", "commit")
+WORKER_QUEUES = CLASSES   # the worker consumes one queue per request class
 DRAIN_TIMEOUT_MS = 8_000
 CLAIM_TIMEOUT_MINUTES = 10   # a claim no peek answers for this many Keepa minutes goes back in line
+# a ticket lives at least this long whatever the Keepa minute (a test stack's is shortened; a delayed
+# re-ask waits up to a minute of real time)
+TICKET_TIMEOUT_FLOOR_MS = 10 * 60_000
 
 
 def _stop_event() -> threading.Event:
@@ -112,11 +116,10 @@ def scheduler_tick(rt, now_ms: int) -> bool:
         return False
     snapshot = Ledger(rt.redis).read_snapshot()
     started = rt.steps.start_scan(now_ms, snapshot)
-    tickets = rt.steps.tickets.sweep(now_ms, TICKET_TIMEOUT_MINUTES * rt.minute_ms)
+    tickets = rt.steps.tickets.sweep(now_ms, max(TICKET_TIMEOUT_MINUTES * rt.minute_ms, TICKET_TIMEOUT_FLOOR_MS))
     requeued = rt.store.requeue_stale_claims(CLAIM_TIMEOUT_MINUTES * rt.minute_ms, now_ms, in_use=tickets.asins)
     if requeued:
         log.warning("requeued %d candidates claimed by workers that never asked for their peek", requeued)
-    rt.redis.set(OUTSTANDING_KEY, tickets.open_tickets)
     if not started and snapshot and now_ms - snapshot.get("updated_ms", 0) < 2 * rt.minute_ms:
         rt.steps.ask_again_if_lost(snapshot)
     rt.steps.top_up()

@@ -21,7 +21,7 @@ from actors.broker import make_broker
 from actors.governor_host import GovernorHost
 from actors.ledger import Ledger, Ops
 from actors.peek_tickets import TICKET_TIMEOUT_MINUTES, PeekTickets
-from actors.processes import CLAIM_TIMEOUT_MINUTES, scheduler_tick
+from actors.processes import CLAIM_TIMEOUT_MINUTES, TICKET_TIMEOUT_FLOOR_MS, scheduler_tick
 from actors.scan import read_pages
 from actors.steps import Steps
 from governor.config import GovernorConfig
@@ -273,3 +273,18 @@ def test_a_peek_the_governor_holds_longer_than_the_ticket_timeout_keeps_its_tick
     assert peek_requests(rt.broker) == []                                  # nothing asked twice
     assert state_of(rt.store, [asin]) == {asin: "peeking"}                 # the claim is still its request's
     assert PeekTickets(rt.redis).touch(request["payload"]["ticket"], NOW)  # and its grant will call
+
+
+def test_on_a_shortened_keepa_minute_a_ticket_lives_at_least_the_floor_in_real_time(runtime):
+    """A test stack's Keepa minute is half a second: 60 of them would drop a ticket after 30 s,
+    before a delayed re-ask (up to a minute) could use it. The floor keeps it for 10 real minutes."""
+    rt, catalogue = runtime
+    rt.minute_ms = 500
+    new_deals(rt, catalogue, 1)
+    assert rt.steps.top_up() == 1
+    (request,) = peek_requests(rt.broker)
+    ticket = request["payload"]["ticket"]
+    assert scheduler_tick(rt, NOW + TICKET_TIMEOUT_MINUTES * rt.minute_ms + 1)
+    assert PeekTickets(rt.redis).sweep(NOW + 1, TICKET_TIMEOUT_FLOOR_MS).open_tickets == 1   # still open
+    assert scheduler_tick(rt, NOW + TICKET_TIMEOUT_FLOOR_MS + 1)
+    assert not PeekTickets(rt.redis).touch(ticket, NOW + TICKET_TIMEOUT_FLOOR_MS + 2)        # dropped now

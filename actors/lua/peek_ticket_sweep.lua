@@ -1,7 +1,8 @@
 -- KEYS 3 and 4: the governor's pending and in-flight hashes. ARGV: the oldest touch kept (ms), now
 -- (ms). First touches every ticket a request the governor holds carries (a peek waiting for tokens
 -- longer than the timeout is alive, not lost), then drops older tickets (and any without a touch);
--- returns {dropped: [id, asins, touched, ...], open: [asins, ...]}.
+-- returns {dropped: [id, asins, touched, ...], open: [asins, ...]}. KEYS 5: the peek window's count,
+-- set to the open tickets.
 for k = 3, 4 do
   for _, raw in ipairs(redis.call('HVALS', KEYS[k])) do
     local ok, entry = pcall(cjson.decode, raw)
@@ -34,4 +35,5 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
   end
 end
+redis.call('SET', KEYS[5], #open)   -- the peek window counts the open tickets, read in this same step
 return {out, open}
