@@ -20,7 +20,7 @@ from actors.asks import ASK_AGAIN_ACTOR
 from actors.broker import make_broker
 from actors.governor_host import STALE_GRANT_MS, GovernorHost
 from actors.ledger import Ledger
-from actors.messages import MalformedMessage
+from actors.messages import GRANT_ACTOR, REJECTED_ACTOR, MalformedMessage
 from actors.scan import read_pages
 from actors.steps import Steps
 from governor.config import GovernorConfig
@@ -141,21 +141,21 @@ def setup(settings: Settings, *, broker=None, store=None, client=None, with_host
 def _declare_actors(broker) -> None:
     common = {"broker": broker, "throws": (MalformedMessage, BadKey)}
 
-    @dramatiq.actor(queue_name="upsert", actor_name="keepa_upsert", max_retries=5, **common)
+    @dramatiq.actor(queue_name="upsert", actor_name=GRANT_ACTOR["upsert"], max_retries=5, **common)
     def keepa_upsert(grant_id, payload):
         RUNTIME.steps.upsert(grant_id, payload)
 
-    @dramatiq.actor(queue_name="peek", actor_name="keepa_peek", max_retries=5, **common)
+    @dramatiq.actor(queue_name="peek", actor_name=GRANT_ACTOR["peek"], max_retries=5, **common)
     def keepa_peek(grant_id, payload):
         RUNTIME.steps.peek(grant_id, payload)
 
-    @dramatiq.actor(queue_name="commit", actor_name="keepa_commit", max_retries=5, **common)
+    @dramatiq.actor(queue_name="commit", actor_name=GRANT_ACTOR["commit"], max_retries=5, **common)
     def keepa_commit(grant_id, payload):
         RUNTIME.steps.commit(grant_id, payload)
 
     # the governor sends rejections to the rejected request's own queue; dramatiq routes by actor
     # name, so this one actor runs wherever that class's workers listen
-    @dramatiq.actor(queue_name="upsert", actor_name="keepa_rejected", max_retries=3, **common)
+    @dramatiq.actor(queue_name="upsert", actor_name=REJECTED_ACTOR, max_retries=3, **common)
     def keepa_rejected(request_id, cls, payload, reason):
         RUNTIME.steps.rejected(request_id, cls, payload, reason)
 
@@ -167,5 +167,6 @@ def _declare_actors(broker) -> None:
 
 
 def reset_for_tests() -> None:
+    """Forget the process's runtime (a test that declared the actors on its own broker)."""
     global RUNTIME
     RUNTIME = None

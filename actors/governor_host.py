@@ -24,7 +24,7 @@ from dramatiq import Message
 
 from actors.grant_claims import attempt_alive, read_claims
 from actors.ledger import Ledger, Ops
-from actors.messages import ENDPOINTS, OUTCOMES, MalformedMessage, envelope_from, field
+from actors.messages import ENDPOINTS, GRANT_ACTOR, OUTCOMES, REJECTED_ACTOR, MalformedMessage, envelope_from, field
 from governor.clock import ClockOffset
 from governor.config import GovernorConfig
 from governor.model import CLASSES, Request
@@ -40,7 +40,6 @@ SNAPSHOT_EVERY_MS = 1_000
 # machine) sending 8 at a time instead of one by one cut the request-to-grant p50 from 21-121 ms to
 # 12-24 ms and the p99 from 70-317 ms to 41-74 ms (three alternating runs each)
 SEND_THREADS = 8
-ACTOR_FOR = {c: f"keepa_{c}" for c in CLASSES}
 
 
 class GovernorHost:
@@ -230,7 +229,7 @@ class GovernorHost:
         rid = rejection.request.id
         ops.pending_del.append(rid)
         ops.done_add.append([rid, self.clock_ms()])
-        self._outbox.append(Message(queue_name=rejection.request.cls, actor_name="keepa_rejected",
+        self._outbox.append(Message(queue_name=rejection.request.cls, actor_name=REJECTED_ACTOR,
                                     args=(rid, rejection.request.cls, payload, rejection.reason),
                                     kwargs={}, options={}))
         log.warning("rejected %s: %s", rid, rejection.reason)
@@ -272,7 +271,7 @@ class GovernorHost:
         return True
 
     def _grant_message(self, grant, payload) -> Message:
-        return Message(queue_name=grant.request.cls, actor_name=ACTOR_FOR[grant.request.cls],
+        return Message(queue_name=grant.request.cls, actor_name=GRANT_ACTOR[grant.request.cls],
                        args=(grant.id, payload), kwargs={}, options={})
 
     def _resend_stale(self, now: int, outbox: list) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dramatiq import Message
 
+from governor.model import CLASSES
 from keepa_api.tokens import Envelope
 from keepa_base.calls import ENDPOINTS as ENDPOINTS  # re-exported: the governor checks settles against them
 from keepa_base.calls import OUTCOMES as OUTCOMES
@@ -18,6 +19,10 @@ GOVERNOR_QUEUE = "governor"
 # Dramatiq messages name an actor; no actor consumes the governor's queue (the governor process's
 # own loop does, actors.governor_loop), but every message for it carries this name
 GOVERNOR_ACTOR = "keepa_governor"
+# the actors the governor's answers run: a grant of class c runs GRANT_ACTOR[c] on queue c; a
+# rejection runs REJECTED_ACTOR on the rejected request's queue (Dramatiq routes by actor name)
+GRANT_ACTOR = {cls: f"keepa_{cls}" for cls in CLASSES}
+REJECTED_ACTOR = "keepa_rejected"
 
 
 class MalformedMessage(KeepaDealsError):
