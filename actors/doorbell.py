@@ -29,10 +29,11 @@ import dramatiq
 import redis
 
 from actors.messages import GOVERNOR_QUEUE
+from keepa_base.redis_keys import GOVERNOR_PREFIX
 
 log = logging.getLogger(__name__)
 
-BELL_KEY = "keepa-deals:governor:bell"
+BELL_KEY = GOVERNOR_PREFIX + "bell"
 QUEUE = GOVERNOR_QUEUE
 
 

@@ -27,11 +27,11 @@ import redis
 from dramatiq import Message
 
 from actors.lua_scripts import register
-from keepa_base.redis_keys import SNAPSHOT_KEY
+from keepa_base.redis_keys import GOVERNOR_PREFIX, SNAPSHOT_KEY
 
 log = logging.getLogger(__name__)
 
-PREFIX = "keepa-deals:governor:"
+PREFIX = GOVERNOR_PREFIX
 KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
 GRANT_LOG_KEY = PREFIX + "grants"   # every grant id, in grant order: an audit trail (at most GRANT_LOG_MAX)
 OUTBOX_KEY = PREFIX + "outbox"      # Dramatiq message id -> encoded message, written but not yet sent

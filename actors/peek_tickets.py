@@ -25,14 +25,14 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from actors.ledger import PREFIX as GOVERNOR_PREFIX
+from actors.ledger import KEYS as GOVERNOR_KEYS
 from actors.lua_scripts import register
 
 log = logging.getLogger(__name__)
 
 OUTSTANDING_KEY = "keepa-deals:peek:outstanding"   # the peek window's count (actors.backfill)
 TICKETS_KEY = "keepa-deals:peek:tickets"
-GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY = GOVERNOR_PREFIX + "pending", GOVERNOR_PREFIX + "inflight"
+GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY = GOVERNOR_KEYS[2], GOVERNOR_KEYS[3]   # what the governor holds
 TOUCHED_KEY = "keepa-deals:peek:touched"
 # long enough for any request the governor holds while it lives; a late grant after it is harmless
 TICKET_TIMEOUT_MINUTES = 60
