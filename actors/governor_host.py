@@ -50,7 +50,7 @@ class GovernorHost:
         self.gov = None
         self.keepa_clock = ClockOffset()
         self.payloads: dict[str, dict] = {}
-        self.host: dict = {}
+        self.books: dict = {}   # the host's own books (persisted as core["host"]): counters, last error, wake time
         self.waits = WaitHistogram()
         self.spend = SpendWindow()
         self._snapshot_ms = 0
@@ -66,11 +66,11 @@ class GovernorHost:
                            [d["grant"] for d in inflight], done)
         self.payloads = {d["id"]: d.get("payload", {}) for d in pending}
         self.payloads.update({d["grant"]["request"]["id"]: d.get("payload", {}) for d in inflight})
-        self.host = (core or {}).get("host", {"seq": 0, "calls_total": {}, "last_error": None,
+        self.books = (core or {}).get("host", {"seq": 0, "calls_total": {}, "last_error": None,
                                                "wake_at": None, "resent_ms": {}})
-        self.waits = WaitHistogram.from_json(self.host.get("waits", {}))
-        self.spend = SpendWindow.from_json(self.host.get("spent_by_minute"))
-        self.host["leader_since_ms"] = now
+        self.waits = WaitHistogram.from_json(self.books.get("waits", {}))
+        self.spend = SpendWindow.from_json(self.books.get("spent_by_minute"))
+        self.books["leader_since_ms"] = now
         # readings start afresh with each take-over: the clock they were taken on may have been
         # stepped since (or been another host's); the /token call is the first reading
         self.keepa_clock = ClockOffset()
@@ -176,9 +176,9 @@ class GovernorHost:
         if rejection is not None:
             self._reject(rejection, payload, ops)
         elif self.gov.pending() > before:
-            self.host["seq"] = self.host.get("seq", 0) + 1
+            self.books["seq"] = self.books.get("seq", 0) + 1
             self.payloads[rid] = payload
-            entry = {**request_to_json(req), "seq": self.host["seq"], "payload": payload}
+            entry = {**request_to_json(req), "seq": self.books["seq"], "payload": payload}
             ops.pending_add.append([rid, json.dumps(entry)])
 
     def _settle(self, body, now, ops) -> None:
@@ -200,13 +200,13 @@ class GovernorHost:
             return
         if envelope:
             self.spend.add(now, envelope.tokens_consumed)
-        calls = self.host.setdefault("calls_total", {}).setdefault(endpoint, {})
+        calls = self.books.setdefault("calls_total", {}).setdefault(endpoint, {})
         calls[outcome] = calls.get(outcome, 0) + 1
         if outcome != "ok":
-            self.host["last_error"] = {"at_ms": now, "endpoint": endpoint, "outcome": outcome,
+            self.books["last_error"] = {"at_ms": now, "endpoint": endpoint, "outcome": outcome,
                                        "message": str(body.get("message", ""))[:300]}
         self.payloads.pop(gid, None)
-        self.host.get("resent_ms", {}).pop(gid, None)
+        self.books.get("resent_ms", {}).pop(gid, None)
         ops.inflight_del.append(gid)
         ops.done_add.append([gid, now])
         ops.done_before, ops.done_keep = now - self.config.remember_ms, self.config.remember_done
@@ -222,7 +222,7 @@ class GovernorHost:
 
     def wake_due(self, now: int) -> bool:
         """The next possible grant is due (``wake_at``, set by the last decision): decide now."""
-        wake = self.host.get("wake_at")
+        wake = self.books.get("wake_at")
         return wake is not None and wake <= now
 
     def _reject(self, rejection, payload, ops) -> None:
@@ -248,16 +248,16 @@ class GovernorHost:
             ops.inflight_add.append([rid, json.dumps({"grant": grant_to_json(grant), "payload": payload})])
             outbox.append(self._grant_message(grant, payload))
         self._resend_stale(now, outbox)
-        scheduled = self.host.get("wake_at")
+        scheduled = self.books.get("wake_at")
         if scheduled is not None and scheduled <= now:
             scheduled = None                      # due: this decision is that wake
         wake = decision.wake_at_ms
         if wake is not None and (scheduled is None or wake < scheduled):
             scheduled = max(wake, now + 1)        # never due at once again: no busy loop
-        self.host["wake_at"] = scheduled
-        self.host["waits"] = self.waits.to_json()
-        self.host["spent_by_minute"] = self.spend.to_json()
-        ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.host}, separators=(",", ":"))
+        self.books["wake_at"] = scheduled
+        self.books["waits"] = self.waits.to_json()
+        self.books["spent_by_minute"] = self.spend.to_json()
+        ops.core = json.dumps({"gov": core_to_json(self.gov), "host": self.books}, separators=(",", ":"))
         doc = self._snapshot_doc(now) if now - self._snapshot_ms >= SNAPSHOT_EVERY_MS else None
         if not self.ledger.commit(ops, doc, outbox):
             self.forget()
@@ -281,7 +281,7 @@ class GovernorHost:
         (its worker died, or it raised where nothing retries it) is sent again, and that copy never
         calls twice: it finds the claim and does nothing, stores the kept answer, or releases the
         grant (:mod:`actors.grant_claims`). Logged once per ``STALE_GRANT_MS`` each."""
-        resent = self.host.setdefault("resent_ms", {})
+        resent = self.books.setdefault("resent_ms", {})
         stale = [gid for gid, grant in self.gov.in_flight.items()
                  if now - resent.get(gid, grant.granted_ms) >= STALE_GRANT_MS]
         if not stale:
@@ -301,9 +301,9 @@ class GovernorHost:
 
     def _snapshot_doc(self, now: int) -> dict:
         doc = snapshot(self.gov, now, self.waits)
-        doc["leader"] = {"id": self.ledger.holder, "since_ms": self.host.get("leader_since_ms")}
-        doc["calls_total"] = self.host.get("calls_total", {})
-        doc["last_error"] = self.host.get("last_error")
+        doc["leader"] = {"id": self.ledger.holder, "since_ms": self.books.get("leader_since_ms")}
+        doc["calls_total"] = self.books.get("calls_total", {})
+        doc["last_error"] = self.books.get("last_error")
         doc["keepa_clock_offset_ms"] = self.gov.clock_offset_ms   # this host's clock less Keepa's
         doc["tokens_spent_by_minute"] = self.spend.to_json()
         return doc

@@ -166,7 +166,7 @@ class GovernorLoop:
     def _idle(self) -> None:
         """Nothing to apply: wait for the doorbell until the next look at the queue or the wake."""
         now = self.host.clock_ms()
-        wake = self.host.host.get("wake_at")
+        wake = self.host.books.get("wake_at")
         until_wake = (wake - now) / 1000 if wake is not None else float("inf")
         if until_wake < 2 * REDIS_TICK_S:  # BLPOP would time out up to a tick late: nap exactly
             self.stop.wait(max(0.0, until_wake))

@@ -124,7 +124,7 @@ def test_the_governor_on_a_host_clock_30_s_ahead_grants_at_keepas_refill_not_bef
     s.loop.step()                                               # takes over: /token is its first reading
     host = s.loop.host
     assert host.gov.clock_offset_ms == SKEW_MS
-    assert host.host["wake_at"] == start + 40_000               # Keepa's refill, on the host clock
+    assert host.books["wake_at"] == start + 40_000               # Keepa's refill, on the host clock
     assert take(s.broker, "commit") == []
 
     s.clock.ms = start + 39_999                                 # on the host clock, the refill looks 10 s past

@@ -193,7 +193,7 @@ def test_the_governors_wake_comes_from_its_own_timer_not_a_delayed_message(loop)
     loop.host.token_source = lambda: Envelope(loop.clock.ms, 0, 60_000, 20)   # an empty bucket: 20 a minute
     ask(loop.sender, "a")
     loop.step()
-    wake = loop.host.host["wake_at"]
+    wake = loop.host.books["wake_at"]
     assert wake is not None and wake > loop.clock.ms and _granted(loop) == []
     assert settled(loop.sender, "governor")       # nothing waits for the governor, delayed or not
     loop.clock.ms = wake - 1
@@ -262,7 +262,7 @@ def test_an_idle_governor_naps_exactly_until_its_own_wake_when_it_is_close(loop)
     loop.step()
     loop.stop = SimpleNamespace(is_set=lambda: False, wait=naps.append)
     loop.doorbell = SimpleNamespace(wait=waits.append)
-    loop.host.host["wake_at"] = NOW + 150   # closer than two Redis ticks: BLPOP would be late
+    loop.host.books["wake_at"] = NOW + 150   # closer than two Redis ticks: BLPOP would be late
     loop.step()
     assert naps == [0.15] and waits == []
 
@@ -273,7 +273,7 @@ def test_an_idle_governor_waits_on_the_bell_until_a_tick_before_its_wake(loop, m
     loop.step()
     loop.stop = SimpleNamespace(is_set=lambda: False, wait=naps.append)
     loop.doorbell = SimpleNamespace(wait=waits.append)
-    loop.host.host["wake_at"] = NOW + 500
+    loop.host.books["wake_at"] = NOW + 500
     loop.step()
     assert naps == [] and waits == [pytest.approx(0.4)]  # then the exact nap covers the last 0.1 s
 
