@@ -231,8 +231,9 @@ def statement_transaction(db: peewee.Database):
     """:func:`statement_writes` inside one transaction (``BEGIN IMMEDIATE`` on SQLite), for a
     per-ASIN write of several statements; the same guarantees as :func:`write_transaction`.
 
-    Begun and ended by hand in peewee's ``manual_commit()``, which also refuses to run inside another
-    transaction: on a SQLite file ``atomic()`` cost ~7 us more than this on a one-row write of ~36 us."""
+    Begun and ended by hand in peewee's ``manual_commit()``, which refuses to run inside an
+    ``atomic()`` block; peewee does not track the BEGIN sent here, so never nest one of these in
+    another. On a SQLite file ``atomic()`` cost ~7 us more than this on a one-row write of ~36 us."""
     with statement_writes(db) as run, db.manual_commit():
         if isinstance(db, peewee.SqliteDatabase):
             db.begin(lock_type="IMMEDIATE")
