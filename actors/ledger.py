@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PREFIX = GOVERNOR_PREFIX
 KEYS = [PREFIX + k for k in ("lease", "core", "pending", "inflight", "done")]
 GRANT_LOG_KEY = PREFIX + "grants"   # every grant id, in grant order: an audit trail (at most GRANT_LOG_MAX)
+VERSION_KEY = PREFIX + "version"    # how many times the state was written: the writers' fence
 OUTBOX_KEY = PREFIX + "outbox"      # Dramatiq message id -> encoded message, written but not yet sent
 GRANT_LOG_MAX = 100_000
 LEASE_MS = 30_000
@@ -70,6 +71,7 @@ class Ledger:
         self.redis = client
         self.lease_ms = lease_ms
         self.holder = holder or uuid.uuid4().hex
+        self.version: int | None = None   # the state's version as this writer loaded or last wrote it
         self._commit = register(client, "commit")
         self._acquire = register(client, "acquire")
         self._renew = register(client, "renew_if_held")
@@ -95,14 +97,19 @@ class Ledger:
         return value.decode() if value else None
 
     def commit(self, ops: Ops, snapshot: dict | None = None, outbox: list[Message] = ()) -> bool:
-        """Apply ``ops`` (and write ``snapshot``) only if no other process holds the lease; renew it;
-        in the same atomic step put ``outbox`` (messages to send, by Dramatiq message id) in the
-        outbox. False: nothing happened."""
+        """Apply ``ops`` (and write ``snapshot``) only if no other process holds the lease and, once
+        this writer has loaded the state, nobody else has written it since; renew the lease; in the
+        same atomic step put ``outbox`` (messages to send, by Dramatiq message id) in the outbox.
+        False: nothing happened."""
         doc = json.dumps(snapshot, separators=(",", ":")) if snapshot is not None else ""
-        args = [self.holder, ops.to_json(), self.lease_ms, doc, GRANT_LOG_MAX]
+        expected = "" if self.version is None else self.version
+        args = [self.holder, ops.to_json(), self.lease_ms, doc, GRANT_LOG_MAX, expected]
         for message in outbox:
             args += [message.message_id, message.encode()]
-        return bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY, GRANT_LOG_KEY, OUTBOX_KEY], args=args))
+        written = bool(self._commit(keys=[*KEYS, SNAPSHOT_KEY, GRANT_LOG_KEY, OUTBOX_KEY, VERSION_KEY], args=args))
+        if written and self.version is not None:
+            self.version += 1
+        return written
 
     def unsent(self) -> list[Message]:
         """The messages written to the outbox and not yet marked sent (a governor stopped between
@@ -132,7 +139,9 @@ class Ledger:
         pipe.hvals(KEYS[2])
         pipe.hvals(KEYS[3])
         pipe.zrange(KEYS[4], 0, -1, withscores=True)
-        core, pending, inflight, done = pipe.execute()
+        pipe.get(VERSION_KEY)
+        core, pending, inflight, done, version = pipe.execute()
+        self.version = int(version or 0)   # this writer's fence: a commit after another's write is refused
         pending = sorted((json.loads(v) for v in pending), key=lambda d: d["seq"])
         inflight = [json.loads(v) for v in inflight]
         return (json.loads(core) if core else None, pending, inflight,

@@ -156,3 +156,37 @@ def test_a_leader_that_stops_stepping_loses_the_lease_to_the_standby_within_a_le
     simulation.run(5_000)
     assert simulation.loops["leader"].host.gov is None
     assert {holder for at, holder in simulation.holders if at > paused_at + LEASE_MS + 1_000} == {"standby"}
+
+
+def test_a_leader_paused_mid_batch_past_its_lease_cannot_write_over_a_successor_that_came_and_went(redis_server):
+    """The first governor applies a request, then is paused (SIGSTOP, a long GC) before its write. Its
+    lease runs out; a second takes over, grants, and stops cleanly, giving the lease up. The first
+    resumes and writes: the lease is free, but the state is not the one it loaded, so the write is
+    refused (the fence in commit.lua) and nothing it decided is granted or sent."""
+    from actors.ledger import GRANT_LOG_KEY, KEYS, Ops
+    from actors.messages import to_governor
+    from tests.governor_rig import close_loop, make_loop, take
+
+    first, second = make_loop(redis_server, holder="first"), make_loop(redis_server, holder="second")
+    sender = first.host.broker
+    try:
+        sender.client.flushdb()
+        sender.enqueue(to_governor("request", {"id": "a", "cls": "commit", "units": 1}))
+        first.step()                                                 # the first leads and grants a
+        assert [g.args[0] for g in take(sender, "commit")] == ["a"]
+        now = first.host.clock_ms()
+        ops = Ops()
+        first.host.apply("request", {"id": "b", "cls": "commit", "units": 1}, now, ops)   # ... then pauses
+        sender.client.delete(KEYS[0])                                # its lease runs out
+        sender.enqueue(to_governor("request", {"id": "c", "cls": "commit", "units": 1}))
+        second.step()                                                # the second takes over and grants c
+        second.run()                                                 # and stops cleanly: the lease is free
+        assert second.host.ledger.leader() is None
+        assert not first.host.finish(now, ops)                       # the first resumes: refused
+        assert sender.client.lrange(GRANT_LOG_KEY, 0, -1) == [b"a", b"c"]
+        assert [g.args[0] for g in take(sender, "commit")] == ["c"]  # b was never granted or sent
+        assert sorted(sender.client.hkeys(KEYS[3])) == [b"a", b"c"]  # the second's state stands
+    finally:
+        sender.client.flushdb()
+        close_loop(second)
+        close_loop(first)
