@@ -15,7 +15,7 @@ RULE_TESTS = PROMETHEUS / "keepa-deals.rules.test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
 ALERTS = {"KeepaDealsStalled", "KeepaGovernorAbsent", "KeepaGovernorNotGranting", "KeepaRechargeStuck",
           "KeepaTokenDeficitTooDeep", "KeepaRateLimitStorm", "KeepaApiKeyRejected", "KeepaCallsFailing",
-          "KeepaMetricsTargetDown", "KeepaMetricsSourceDown", "KeepaProductsSetAside"}
+          "KeepaMetricsTargetDown", "KeepaMetricsSourceDown", "KeepaProductsSetAside", "KeepaMessagesDeadLettered"}
 STALL_ALERTS = {"KeepaFeedScansStopped", "KeepaClaimsStuck", "KeepaSchedulerDead"}   # issue 13: every stall pages
 ALERTS |= STALL_ALERTS
 
