@@ -50,7 +50,11 @@ REDIS_TICK_S = 0.1             # Redis times blocked commands out on its clock t
 # The consumer's idle timeout caps the nap ``next()`` takes when a fetch finds nothing: Dramatiq naps
 # int(timeout * uniform(0.5, 1)) ms at most, so 1 ms means no nap; the loop waits on its doorbell.
 FETCH_NAP_CAP_MS = 1
-LOST_REPLY = (BrokerConnectionError, redis.ConnectionError, redis.TimeoutError)
+# A reply from the consumer may have been lost: Dramatiq's consumer raises ConnectionClosed (a
+# BrokerConnectionError) for a dropped connection, and a timeout comes through as redis-py's own.
+# A dropped connection of the governor's ledger or of a send (redis-py's ConnectionError) cannot have
+# moved messages unseen: the batch is handed back, and only if that fails is the broker replaced.
+LOST_REPLY = (BrokerConnectionError, redis.TimeoutError)
 
 
 class GovernorLoop:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+from dramatiq.errors import ConnectionClosed
 
 from actors import doorbell as doorbell_module
 from actors import governor_loop
@@ -120,13 +121,13 @@ def test_a_fetch_whose_reply_was_lost_is_left_to_dramatiqs_maintenance_under_a_n
 
     def reply_lost(self):
         real_next(self)   # Redis moved them to this broker's unacknowledged set; the reply is lost
-        raise redis.ConnectionError("Connection closed by server.")
+        raise ConnectionClosed(redis.ConnectionError("Connection closed by server."))   # as Dramatiq wraps it
 
     monkeypatch.setattr(consumer_class, "__next__", reply_lost)
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(ConnectionClosed) as raised:
         loop.step()
     monkeypatch.setattr(consumer_class, "__next__", real_next)
-    loop.failed_step(redis.ConnectionError("Connection closed by server."))
+    loop.failed_step(raised.value)
     assert loop.host.broker is not old                 # a new broker: a new id, its own heartbeat
     assert loop.host.gov is None                      # the state reloads
     loop.step()
@@ -140,6 +141,27 @@ def test_a_fetch_whose_reply_was_lost_is_left_to_dramatiqs_maintenance_under_a_n
     later.close()
     loop.step()
     assert _granted(loop) == ["b", "c"] and settled(loop.sender, "governor")
+
+
+def test_a_dropped_ledger_connection_hands_the_batch_back_at_once_on_the_same_broker(loop, monkeypatch):
+    """The governor's own write loses its connection (Redis is up again at once): nothing was fetched
+    unseen, so the batch goes back to the queue now and the next step grants it, with no wait for
+    Dramatiq's maintenance under a new broker."""
+    ask(loop.sender, "a", "b")
+    old = loop.host.broker
+    real_commit = loop.host.ledger.commit
+
+    def dropped(*args, **kwargs):
+        raise redis.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(loop.host.ledger, "commit", dropped)
+    with pytest.raises(redis.ConnectionError) as raised:
+        loop.step()
+    monkeypatch.setattr(loop.host.ledger, "commit", real_commit)
+    loop.failed_step(raised.value)
+    assert loop.host.broker is old
+    loop.step()
+    assert _granted(loop) == ["a", "b"] and settled(loop.sender, "governor")
 
 
 def test_a_malformed_message_is_dead_lettered_and_the_rest_of_its_batch_granted(loop, caplog):
