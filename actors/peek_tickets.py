@@ -57,7 +57,8 @@ def new_ticket(asins: list[str]) -> str:
 class PeekTickets:
     def __init__(self, client):
         keys = [TICKETS_KEY, TOUCHED_KEY]
-        scripts = {name: register(client, f"peek_ticket_{name}") for name in ("open", "touch", "close", "sweep")}
+        scripts = {"open": register(client, "peek_ticket_open"), "touch": register(client, "peek_ticket_touch"),
+                   "close": register(client, "peek_ticket_close"), "sweep": register(client, "peek_ticket_sweep")}
         self._run = lambda name, *args: scripts[name](keys=keys, args=list(args))
         sweep_keys = [*keys, GOVERNOR_PENDING_KEY, GOVERNOR_INFLIGHT_KEY, OUTSTANDING_KEY]
         self._sweep = lambda *args: scripts["sweep"](keys=sweep_keys, args=list(args))
