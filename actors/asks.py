@@ -50,10 +50,13 @@ class Asks:
         """Ask again after :func:`pipeline.driver.retry_delay_ms`: after a 429 when Keepa's refill
         is due, after anything else 1 s doubling per attempt up to 60 s. The wait is a delayed
         message on the class's own worker queue (Dramatiq's worker holds it until due), whose actor
-        then sends the request to the governor at once (:meth:`ask_again`)."""
+        then sends the request to the governor at once (:meth:`ask_again`). A peek's ticket is touched
+        at the re-ask's due time, so however long the wait, the sweep does not take it for lost."""
         refill_in = exc.envelope.refill_in_ms if isinstance(exc, NotEnoughTokens) and exc.envelope else None
         outcome, failures = outcome_of(exc), payload.get("failures", 0)
         delay = driver.retry_delay_ms(outcome, failures, refill_in)
+        if cls == "peek":   # the re-ask is alive until it comes due: the scheduler's sweep counts from then
+            self.tickets.touch(payload.get("ticket"), self.rt.clock_ms() + delay)
         body = {"id": f"{rid.rsplit(':', 1)[0]}:{attempt + 1}", "cls": cls, "units": kw.get("units", 1),
                 "continues": kw.get("continues", False),
                 "payload": {**payload, "attempt": attempt + 1, "failures": driver.failures_after(outcome, failures)}}

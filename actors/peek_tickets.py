@@ -7,7 +7,8 @@ peek is finished: its verdicts stored, the request rejected for good, its ASINs 
 on to single peeks that each opened a ticket of their own first. Two keys hold them:
 
     keepa-deals:peek:tickets   hash: ticket id -> JSON list of its ASINs
-    keepa-deals:peek:touched   sorted set: ticket id -> when (ms) it was last opened, asked again or granted
+    keepa-deals:peek:touched   sorted set: ticket id -> when (ms) it was last opened or granted, or
+                               when its delayed re-ask comes due
 
 The scheduler (:func:`actors.processes.scheduler_tick`) sweeps them: a ticket untouched for
 ``TICKET_TIMEOUT_MINUTES`` (a message lost, a worker dead between storing and closing, the governor

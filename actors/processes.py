@@ -31,9 +31,6 @@ log = logging.getLogger(__name__)
 WORKER_QUEUES = CLASSES   # the worker consumes one queue per request class
 DRAIN_TIMEOUT_MS = 8_000
 CLAIM_TIMEOUT_MINUTES = 10   # a claim no peek answers for this many Keepa minutes goes back in line
-# a ticket lives at least this long whatever the Keepa minute (a test stack's is shortened; a delayed
-# re-ask waits up to a minute of real time)
-TICKET_TIMEOUT_FLOOR_MS = 10 * 60_000
 
 
 def _stop_event() -> threading.Event:
@@ -116,7 +113,7 @@ def scheduler_tick(rt, now_ms: int) -> bool:
         return False
     snapshot = Ledger(rt.redis).read_snapshot()
     started = rt.steps.start_scan(now_ms, snapshot)
-    tickets = rt.steps.tickets.sweep(now_ms, max(TICKET_TIMEOUT_MINUTES * rt.minute_ms, TICKET_TIMEOUT_FLOOR_MS))
+    tickets = rt.steps.tickets.sweep(now_ms, TICKET_TIMEOUT_MINUTES * rt.minute_ms)
     requeued = rt.store.requeue_stale_claims(CLAIM_TIMEOUT_MINUTES * rt.minute_ms, now_ms, in_use=tickets.asins)
     if requeued:
         log.warning("requeued %d candidates claimed by workers that never asked for their peek", requeued)

@@ -15,13 +15,14 @@ import time
 
 import dramatiq
 import pytest
+import redis
 
 from actors import app
 from actors.broker import make_broker
 from actors.governor_host import GovernorHost
 from actors.ledger import Ledger, Ops
 from actors.peek_tickets import TICKET_TIMEOUT_MINUTES, PeekTickets
-from actors.processes import CLAIM_TIMEOUT_MINUTES, TICKET_TIMEOUT_FLOOR_MS, scheduler_tick
+from actors.processes import CLAIM_TIMEOUT_MINUTES, scheduler_tick
 from actors.scan import read_pages
 from actors.steps import Steps
 from governor.config import GovernorConfig
@@ -275,16 +276,76 @@ def test_a_peek_the_governor_holds_longer_than_the_ticket_timeout_keeps_its_tick
     assert PeekTickets(rt.redis).touch(request["payload"]["ticket"], NOW)  # and its grant will call
 
 
-def test_on_a_shortened_keepa_minute_a_ticket_lives_at_least_the_floor_in_real_time(runtime):
-    """A test stack's Keepa minute is half a second: 60 of them would drop a ticket after 30 s,
-    before a delayed re-ask (up to a minute) could use it. The floor keeps it for 10 real minutes."""
+def test_a_ticket_whose_ask_never_left_is_dropped_after_the_timeout_and_its_claim_peeked_again(runtime, caplog):
+    """Redis goes away between opening a ticket and sending its request (a restart): the ticket names
+    a claim no request will ever answer. After ``TICKET_TIMEOUT_MINUTES`` untouched the sweep drops it
+    and the claim is asked for afresh. On a test stack's half-second Keepa minute that is 30 s."""
     rt, catalogue = runtime
     rt.minute_ms = 500
-    new_deals(rt, catalogue, 1)
+    (asin,) = new_deals(rt, catalogue, 1)
+    enqueue = rt.broker.enqueue
+
+    def redis_gone(message, *, delay=None):
+        raise redis.ConnectionError("Connection refused")
+
+    rt.broker.enqueue = redis_gone
+    with pytest.raises(redis.ConnectionError):
+        rt.steps.top_up()
+    rt.broker.enqueue = enqueue
+    (orphan,) = rt.redis.hkeys("keepa-deals:peek:tickets")
+    timeout_ms = TICKET_TIMEOUT_MINUTES * rt.minute_ms
+
+    rt.now = NOW + timeout_ms - 1_000
+    assert scheduler_tick(rt, rt.now)
+    assert peek_requests(rt.broker) == [] and state_of(rt.store, [asin]) == {asin: "peeking"}  # not yet
+
+    rt.now = NOW + timeout_ms + 1
+    with caplog.at_level(logging.WARNING, logger="actors.peek_tickets"):
+        assert scheduler_tick(rt, rt.now)
+    assert f"peek ticket {orphan.decode()} for [\"{asin}\"] dropped" in caplog.text
+    (request,) = peek_requests(rt.broker)                       # back in line, claimed again, asked
+    assert request["payload"]["asins"] == [asin] and request["payload"]["ticket"] != orphan.decode()
+
+
+def test_a_peek_waiting_to_be_asked_again_longer_than_the_ticket_timeout_keeps_its_ticket(runtime, caplog):
+    """A peek answered 429 waits for Keepa's refill in a delayed re-ask, which the governor does not
+    hold. Its ticket is touched at the re-ask's due time, so a wait longer than the ticket timeout
+    (30 s on a half-second Keepa minute; here 45 s) neither drops it nor returns its claim, and the
+    re-ask, when due, finds it open and asks again."""
+    rt, catalogue = runtime
+    rt.minute_ms = 500
+    (asin,) = new_deals(rt, catalogue, 1)
+    delayed = []
+    enqueue = rt.broker.enqueue
+
+    def recording(message, *, delay=None):
+        if delay is not None:
+            delayed.append((message, delay))
+            return message
+        return enqueue(message, delay=delay)
+
+    rt.broker.enqueue = recording
     assert rt.steps.top_up() == 1
     (request,) = peek_requests(rt.broker)
-    ticket = request["payload"]["ticket"]
-    assert scheduler_tick(rt, NOW + TICKET_TIMEOUT_MINUTES * rt.minute_ms + 1)
-    assert PeekTickets(rt.redis).sweep(NOW + 1, TICKET_TIMEOUT_FLOOR_MS).open_tickets == 1   # still open
-    assert scheduler_tick(rt, NOW + TICKET_TIMEOUT_FLOOR_MS + 1)
-    assert not PeekTickets(rt.redis).touch(ticket, NOW + TICKET_TIMEOUT_FLOOR_MS + 2)        # dropped now
+
+    class Busy:
+        def peek(self, asins, **options):
+            envelope = Envelope(timestamp_ms=NOW, tokens_left=-1, refill_in_ms=45_000, refill_rate=20)
+            raise NotEnoughTokens("Keepa /product: HTTP 429", retry_after_ms=45_000, envelope=envelope)
+
+    rt.client = Busy()
+    rt.steps.peek(request["id"], request["payload"])       # the grant: 429, asked again after the refill
+    ((message, delay),) = delayed
+    assert delay > TICKET_TIMEOUT_MINUTES * rt.minute_ms
+
+    rt.now = NOW + delay - 1
+    with caplog.at_level(logging.WARNING, logger="actors.peek_tickets"):
+        assert scheduler_tick(rt, rt.now)
+    assert "dropped" not in caplog.text
+    assert peek_requests(rt.broker) == [] and state_of(rt.store, [asin]) == {asin: "peeking"}
+
+    rt.now = NOW + delay                                   # the re-ask comes due
+    rt.steps.ask_again(message.args[0])
+    (again,) = peek_requests(rt.broker)
+    assert again["id"] == request["id"].rsplit(":", 1)[0] + ":1"
+    assert again["payload"]["ticket"] == request["payload"]["ticket"]
