@@ -56,6 +56,17 @@ class CountingClient:
         return self.client.deals(selection, page)
 
 
+class Busy:
+    """A Keepa client whose /product answers 429 (not enough tokens), the refill due in ``refill_in_ms``."""
+
+    def __init__(self, refill_in_ms: int):
+        self.refill_in_ms = refill_in_ms
+
+    def peek(self, asins, **options):
+        envelope = Envelope(timestamp_ms=NOW, tokens_left=-1, refill_in_ms=self.refill_in_ms, refill_rate=20)
+        raise NotEnoughTokens("Keepa /product: HTTP 429", retry_after_ms=self.refill_in_ms, envelope=envelope)
+
+
 class Runtime:
     """What the tick and the steps use of :class:`actors.app.Runtime`, with a clock the test sets."""
 
@@ -223,12 +234,7 @@ def test_a_delayed_re_ask_reaches_the_governor_through_the_worker_queue_actor(ru
     assert rt.steps.top_up() == 1
     (request,) = peek_requests(rt.broker)
 
-    class Busy:
-        def peek(self, asins, **options):
-            envelope = Envelope(timestamp_ms=NOW, tokens_left=-1, refill_in_ms=0, refill_rate=20)
-            raise NotEnoughTokens("Keepa /product: HTTP 429", retry_after_ms=100, envelope=envelope)
-
-    rt.client = Busy()
+    rt.client = Busy(refill_in_ms=0)
     app.RUNTIME = rt
     app._declare_actors(rt.broker)
     worker = dramatiq.Worker(rt.broker, queues={"peek"}, worker_threads=1, worker_timeout=20)
@@ -328,12 +334,7 @@ def test_a_peek_waiting_to_be_asked_again_longer_than_the_ticket_timeout_keeps_i
     assert rt.steps.top_up() == 1
     (request,) = peek_requests(rt.broker)
 
-    class Busy:
-        def peek(self, asins, **options):
-            envelope = Envelope(timestamp_ms=NOW, tokens_left=-1, refill_in_ms=45_000, refill_rate=20)
-            raise NotEnoughTokens("Keepa /product: HTTP 429", retry_after_ms=45_000, envelope=envelope)
-
-    rt.client = Busy()
+    rt.client = Busy(refill_in_ms=45_000)
     rt.steps.peek(request["id"], request["payload"])       # the grant: 429, asked again after the refill
     ((message, delay),) = delayed
     assert delay > TICKET_TIMEOUT_MINUTES * rt.minute_ms
